@@ -1,0 +1,52 @@
+# agentbus tasks. `make help` lists them. Everything installs itself: a fresh clone needs only python3.
+SHELL := /bin/bash
+PY ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYPROJECTS := pyproject.toml uv.lock shared/pyproject.toml cli/pyproject.toml $(wildcard services/*/pyproject.toml)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install run test test-unit check lint format schemas clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv
+
+$(STAMP): $(UV) $(PYPROJECTS)
+	$(UV) sync --python $(PY) --locked --all-packages
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv with every package (uv workspace)
+
+run: $(STAMP) ## start the embedded stack (broker, Postgres, every service) and run the demo; Ctrl-C stops
+	$(BIN)/agentbus up --demo
+
+test: $(STAMP) ## the whole suite: unit, contract, component, integration and e2e on the embedded stack
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-unit: $(STAMP) ## fast tests only (no broker, no database)
+	$(BIN)/python -m pytest -q tests/unit tests/contract
+
+schemas: $(STAMP) ## regenerate schemas/ from the event models
+	$(BIN)/agentbus schemas --write
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared/src cli/src services/*/src
+
+format: $(STAMP) ## apply ruff formatting and fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check: lint test ## lint, type-check and test
+
+clean: ## remove the environment and runtime state
+	rm -rf $(VENV) $(TOOLS) .agentbus

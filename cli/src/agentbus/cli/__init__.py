@@ -1,0 +1,1 @@
+"""agentbus command line and embedded runtime."""

@@ -1,0 +1,128 @@
+"""What an upstream system or an operator does from outside: submit tickets, wait, trace, lag."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
+
+from agentbus.shared import topics
+from agentbus.shared.bus import client_security_kwargs
+from agentbus.shared.db import connect
+from agentbus.shared.events import Producer, TicketReceived, TicketReceivedV1
+from agentbus.shared.serialization import dumps
+from agentbus.shared.settings import Settings
+from agentbus.shared.status import SETTLED, ticket_status
+from agentbus.trace_sink.store import ticket_events
+
+CLI_PRODUCER = Producer(service="cli", version="0.1.0", instance="agentbus-submit")
+
+
+class BadTicket(ValueError):
+    """The ticket file does not match tickets.received v1; the message says what to fix."""
+
+
+def ticket_event(data: dict[str, Any]) -> TicketReceivedV1:
+    try:
+        ticket = TicketReceived.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise BadTicket(f"not a valid ticket (tickets.received v1): {problems}") from exc
+    return TicketReceivedV1(
+        ticket_id=ticket.ticket_id, tenant_id=ticket.tenant_id, producer=CLI_PRODUCER, payload=ticket
+    )
+
+
+async def publish(settings: Settings, items: list[TicketReceivedV1 | tuple[str, bytes]]) -> None:
+    """Publish ticket events (or raw (key, bytes) as a broken upstream would) and wait for acks."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        **client_security_kwargs(settings),
+    )
+    await producer.start()
+    try:
+        topic = topics.topic_name(topics.TICKETS_RECEIVED, settings.topic_prefix)
+        for item in items:
+            if isinstance(item, TicketReceivedV1):
+                key, value = item.ticket_id or "", dumps(item)
+                headers = [("type", b"ticket.received"), ("version", b"1")]
+            else:
+                (key, value), headers = item, []
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def wait_for(
+    database_url: str, ticket_ids: list[str], timeout: float = 60.0
+) -> dict[str, str]:
+    """Poll the audit store until each ticket is resolved, escalated or waiting on a human."""
+    conn = await connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        statuses: dict[str, str] = {}
+        while True:
+            for tid in ticket_ids:
+                if statuses.get(tid) not in SETTLED:
+                    statuses[tid] = ticket_status(await ticket_events(conn, tid))
+            if all(s in SETTLED for s in statuses.values()) or time.monotonic() > deadline:
+                return statuses
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def consumer_lag(settings: Settings) -> dict[str, int | None]:
+    """Per service: messages not yet committed by its consumer groups (None = group unknown)."""
+    sec = client_security_kwargs(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
+    await admin.start()
+    await consumer.start()
+    try:
+        lag: dict[str, int | None] = {}
+        prefix = settings.topic_prefix
+        for service, (consumed, _) in topics.SERVICE_TOPICS.items():
+            if service == "console":
+                continue  # each console instance reads the whole history in its own group
+            groups: list[tuple[str, list[topics.TopicSpec]]]
+            if service == "trace-sink":
+                groups = [(f"{prefix}agentbus.{service}", list(consumed))]
+            else:
+                groups = [(f"{prefix}agentbus.{service}.{t.name}", [t]) for t in consumed]
+            total: int | None = 0
+            for group, specs in groups:
+                names = {topics.topic_name(s, prefix) for s in specs}
+                partitions = [
+                    TopicPartition(n, p)
+                    for n in names
+                    for p in (consumer.partitions_for_topic(n) or await _partitions(consumer, n))
+                ]
+                try:
+                    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+                except Exception:
+                    total = None
+                    break
+                ends = await consumer.end_offsets(partitions)
+                for tp in partitions:
+                    meta = committed.get(tp)
+                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
+                    total = (total or 0) + max(0, ends[tp] - done)
+            lag[service] = total
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+    return consumer.partitions_for_topic(topic) or set()

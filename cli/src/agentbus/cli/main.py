@@ -1,0 +1,259 @@
+"""`agentbus` command line: up, submit, trace, demo, status, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from agentbus.shared.events import schemas as event_schemas
+from agentbus.shared.settings import Settings
+from agentbus.shared.status import ticket_status
+
+from . import client, demo, timeline
+from .runtime import RuntimeInfo
+from .stack import Stack, repo_root
+
+app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
+
+StateDir = Annotated[
+    Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
+]
+DEFAULT_STATE = Path(".agentbus")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def connection(state_dir: Path) -> Settings:
+    """Broker and database from the environment, else from the stack `agentbus up` started."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database = os.environ.get("DATABASE_URL")
+    prefix = os.environ.get("AGENTBUS_TOPIC_PREFIX", "")
+    info = RuntimeInfo.load(state_dir / "runtime.json")
+    if info is not None:
+        bootstrap = bootstrap or info.bootstrap
+        database = database or info.database_url
+        prefix = prefix or info.topic_prefix
+    if not bootstrap or not database:
+        fail(
+            "no running stack found: start one with `agentbus up` (or `make run`), or set "
+            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+        )
+    return Settings(
+        service="cli", kafka_bootstrap_servers=bootstrap, database_url=database, topic_prefix=prefix
+    )
+
+
+@app.command()
+def up(
+    state_dir: StateDir = DEFAULT_STATE,
+    run_demo: Annotated[bool, typer.Option("--demo", help="submit the demo set once up")] = False,
+    console_port: Annotated[int, typer.Option(envvar="AGENTBUS_CONSOLE_PORT")] = 8080,
+) -> None:
+    """Start broker (unless KAFKA_BOOTSTRAP_SERVERS), Postgres (unless DATABASE_URL) and every
+    service as a supervised process; Ctrl-C stops everything."""
+    stack = Stack.from_env(state_dir.resolve(), console_port=console_port)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        typer.echo("starting agentbus…")
+        asyncio.run(stack.start())
+        assert stack.supervisor and stack.bootstrap and stack.database_url
+        info = RuntimeInfo(
+            bootstrap=stack.bootstrap,
+            database_url=stack.database_url,
+            console_url=stack.console_url,
+            topic_prefix=stack.topic_prefix,
+            supervisor_pid=os.getpid(),
+            services=stack.supervisor.describe(),
+        )
+        info.save(stack.state_dir / "runtime.json")
+        broker = "embedded Tansu" if stack.broker else "external"
+        database = "embedded Postgres" if stack.postgres else "DATABASE_URL"
+        typer.echo(f"broker   {stack.bootstrap} ({broker})")
+        typer.echo(f"database {database}")
+        typer.echo(f"logs     {stack.state_dir / 'logs'}")
+        typer.secho(f"console  {stack.console_url}", bold=True)
+        if run_demo:
+            ok = asyncio.run(run_demo_set(stack.settings(), timeout=90))
+            typer.echo("demo " + ("finished: every ticket reached its expected state" if ok else "FAILED"))
+        typer.echo("agentbus is up; Ctrl-C stops it")
+        while not stopping.wait(2.0):
+            info.services = stack.supervisor.describe()  # pids change when a service restarts
+            info.save(stack.state_dir / "runtime.json")
+    finally:
+        typer.echo("stopping agentbus…")
+        stack.stop()
+        (stack.state_dir / "runtime.json").unlink(missing_ok=True)
+
+
+async def run_demo_set(settings: Settings, timeout: float = 60.0) -> bool:
+    assert settings.database_url
+    await demo.seed(settings.database_url, reset=True)
+    items = demo.demo_set()
+    events: list[Any] = []
+    ids: list[str] = []
+    for label, body, _ in items:
+        if isinstance(body, bytes):
+            tid = f"T-BAD-{os.urandom(3).hex().upper()}"
+            events.append((tid, body))
+        else:
+            event = client.ticket_event(body)
+            tid = body["ticket_id"]
+            events.append(event)
+        ids.append(tid)
+    await client.publish(settings, events)
+    statuses = await client.wait_for(settings.database_url, ids, timeout=timeout)
+    all_ok = True
+    for (label, _, expected), tid in zip(items, ids, strict=True):
+        status = statuses.get(tid, "unknown")
+        ok = status == expected
+        all_ok &= ok
+        mark = typer.style("ok", fg=typer.colors.GREEN) if ok else typer.style("UNEXPECTED", fg="red")
+        typer.echo(f"  {tid:<12} {label:<22} {status:<18} {mark}")
+    return all_ok
+
+
+@app.command("demo")
+def demo_cmd(
+    state_dir: StateDir = DEFAULT_STATE,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for outcomes")] = 60.0,
+) -> None:
+    """Submit the demo set (four orders, a question, a malformed event) and print each outcome."""
+    ok = asyncio.run(run_demo_set(connection(state_dir), timeout=timeout))
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="JSON ticket: ticket_id, tenant_id, channel, customer…")],
+    wait: Annotated[bool, typer.Option("--wait", help="return once resolved, escalated or waiting")] = False,
+    timeout: float = 60.0,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Publish a ticket as an upstream system would."""
+    try:
+        data = orjson.loads(file.read_bytes())
+    except FileNotFoundError:
+        fail(f"{file}: no such file")
+    except orjson.JSONDecodeError as exc:
+        fail(f"{file}: not valid JSON ({exc})")
+    if not isinstance(data, dict):
+        fail(f"{file}: a ticket must be a JSON object")
+    try:
+        event = client.ticket_event(data)
+    except client.BadTicket as exc:
+        fail(f"{file}: {exc}")
+    settings = connection(state_dir)
+    asyncio.run(client.publish(settings, [event]))
+    typer.echo(f"submitted {event.ticket_id} (event {event.event_id})")
+    if wait:
+        assert settings.database_url and event.ticket_id
+        statuses = asyncio.run(client.wait_for(settings.database_url, [event.ticket_id], timeout))
+        status = statuses[event.ticket_id]
+        typer.echo(f"{event.ticket_id}: {status}")
+        raise typer.Exit(0 if status in ("resolved", "escalated", "awaiting_approval") else 1)
+
+
+@app.command()
+def trace(
+    ticket_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="the raw event chain as JSON")] = False,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """A ticket's full chain of events from the audit store, in order."""
+    from agentbus.shared.db import connect
+    from agentbus.trace_sink.store import ticket_events
+
+    settings = connection(state_dir)
+
+    async def load() -> list[dict[str, Any]]:
+        assert settings.database_url
+        conn = await connect(settings.database_url)
+        try:
+            return await ticket_events(conn, ticket_id)
+        finally:
+            await conn.close()
+
+    events = asyncio.run(load())
+    if not events:
+        fail(f"no events recorded for ticket {ticket_id!r} (check the id with the console)")
+    status = ticket_status(events)
+    if as_json:
+        chain = [{k: v for k, v in e.items() if not k.startswith("_")} for e in events]
+        sys.stdout.buffer.write(
+            orjson.dumps({"ticket_id": ticket_id, "status": status, "events": chain},
+                         option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    else:
+        typer.echo(timeline.render(ticket_id, events, status))
+
+
+@app.command()
+def status(state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Services (alive, restarts), consumer lag per service, broker and database."""
+    from agentbus.shared.db import connect
+
+    settings = connection(state_dir)
+    info = RuntimeInfo.load(state_dir / "runtime.json")
+
+    async def gather() -> tuple[dict[str, int | None] | str, str]:
+        try:
+            lag: dict[str, int | None] | str = await client.consumer_lag(settings)
+        except Exception as exc:  # report, do not crash: status is for when things are wrong
+            lag = f"unreachable ({type(exc).__name__}: {exc})"
+        try:
+            assert settings.database_url
+            conn = await connect(settings.database_url)
+            version = await conn.fetchval("SHOW server_version")
+            await conn.close()
+            db = f"ok (PostgreSQL {version})"
+        except Exception as exc:
+            db = f"unreachable ({type(exc).__name__}: {exc})"
+        return lag, db
+
+    lag, db = asyncio.run(gather())
+    typer.echo(f"broker    {settings.kafka_bootstrap_servers}: {'ok' if isinstance(lag, dict) else lag}")
+    typer.echo(f"database  {db}")
+    alive = {s["service"]: s for s in info.services} if info else {}
+    typer.echo(f"{'service':<12} {'pid':>7}  {'lag':>6}")
+    for service in (*alive, *(k for k in (lag if isinstance(lag, dict) else {}) if k not in alive)):
+        pid = alive.get(service, {}).get("pid", "-")
+        n = lag.get(service) if isinstance(lag, dict) else None
+        typer.echo(f"{service:<12} {pid!s:>7}  {'-' if n is None else n:>6}")
+
+
+@app.command()
+def schemas(
+    write: Annotated[bool, typer.Option("--write", help="regenerate the files")] = False,
+    root: Path = Path("schemas"),
+) -> None:
+    """Check (default) or regenerate schemas/ from the event models."""
+    root = root if root.is_absolute() else repo_root() / root
+    if write:
+        for rel in event_schemas.write(root):
+            typer.echo(f"wrote {rel}")
+        return
+    problems = event_schemas.drift(root)
+    for p in problems:
+        typer.echo(p)
+    raise typer.Exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    app()

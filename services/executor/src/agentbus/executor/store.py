@@ -1,0 +1,56 @@
+"""Effect ledger (schema `executor`): one effect per idempotency key, claimed before the call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Effect:
+    key: str
+    status: str  # started | succeeded | failed | unknown
+    result: dict[str, Any] | None
+    error: str | None
+    claimed_now: bool
+
+
+class EffectLedger(Protocol):
+    async def claim(self, key: str, action_id: str, tool: str) -> Effect: ...
+
+    async def settle(self, key: str, status: str, result: dict[str, Any] | None, error: str | None) -> None: ...
+
+
+class PgEffectLedger:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def claim(self, key: str, action_id: str, tool: str) -> Effect:
+        row = await self.pool.fetchrow(
+            """INSERT INTO executor.effects (idempotency_key, action_id, tool, status)
+               VALUES ($1, $2, $3, 'started') ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING status""",
+            key,
+            action_id,
+            tool,
+        )
+        if row is not None:
+            return Effect(key, "started", None, None, claimed_now=True)
+        row = await self.pool.fetchrow(
+            """UPDATE executor.effects SET attempts = attempts + 1, updated_at = now()
+               WHERE idempotency_key = $1 RETURNING status, result, error""",
+            key,
+        )
+        return Effect(key, row["status"], row["result"], row["error"], claimed_now=False)
+
+    async def settle(self, key: str, status: str, result: dict[str, Any] | None, error: str | None) -> None:
+        await self.pool.execute(
+            """UPDATE executor.effects SET status = $2, result = $3, error = $4, updated_at = now()
+               WHERE idempotency_key = $1""",
+            key,
+            status,
+            result,
+            error,
+        )

@@ -1,0 +1,93 @@
+"""Planner handlers: tasks.classified, actions.verified, actions.decided (deny) → next proposal,
+an escalation request, or tasks.finished."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agentbus.shared.bus import Bus
+from agentbus.shared.events import (
+    REGISTRY,
+    ActionDecidedV1,
+    ActionProposedV1,
+    ActionVerifiedV1,
+    EscalationRequestedV1,
+    Event,
+    TaskClassifiedV1,
+    TaskFinishedV1,
+)
+
+from . import workflows
+from .store import TaskStore
+from .workflows import Transition
+
+
+class PlannerHandlers:
+    def __init__(self, bus: Bus, store: TaskStore | None = None) -> None:
+        self.bus = bus
+        self.store = store
+
+    async def on_task_classified(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, TaskClassifiedV1) and event.ticket_id and event.tenant_id
+        task = event.payload
+        if not task.eligible or task.workflow != workflows.WORKFLOW or task.order_id is None:
+            return []  # intake has already asked for a human
+        loaded = await self._store.load(event.ticket_id)
+        if loaded is not None:
+            return self._replay(loaded[1], event)
+        transition = workflows.start(
+            event.ticket_id, event.tenant_id, task.customer_id, task.order_id, task.language
+        )
+        return await self._apply(event, transition)
+
+    async def on_action_verified(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ActionVerifiedV1) and event.ticket_id
+        loaded = await self._store.load(event.ticket_id)
+        if loaded is None:
+            return []
+        state, memo = loaded
+        transition = workflows.on_verified(state, event.payload)
+        if transition is None:
+            return self._replay(memo, event)
+        return await self._apply(event, transition)
+
+    async def on_action_decided(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ActionDecidedV1) and event.ticket_id
+        if event.payload.verdict != "deny":
+            return []
+        loaded = await self._store.load(event.ticket_id)
+        if loaded is None:
+            return []
+        state, memo = loaded
+        transition = workflows.on_denied(state, event.payload)
+        if transition is None:
+            return self._replay(memo, event)
+        return await self._apply(event, transition)
+
+    @property
+    def _store(self) -> TaskStore:
+        assert self.store is not None, "planner store not opened"
+        return self.store
+
+    async def _apply(self, cause: Event, transition: Transition) -> list[Event]:
+        outputs: list[Event] = []
+        producer = self.bus.producer
+        if transition.proposal is not None:
+            outputs.append(cause.answer(ActionProposedV1, transition.proposal, producer))
+        if transition.escalation is not None:
+            outputs.append(cause.answer(EscalationRequestedV1, transition.escalation, producer))
+        if transition.finished is not None:
+            outputs.append(cause.answer(TaskFinishedV1, transition.finished, producer))
+        memo = {
+            "input": cause.event_id,
+            "outputs": [o.model_dump(mode="json") for o in outputs],
+        }
+        await self._store.save(transition.state, memo)
+        return outputs
+
+    @staticmethod
+    def _replay(memo: dict, cause: Event) -> list[Event]:
+        """Redelivery of the last input: publish its outputs again (they may never have left)."""
+        if memo.get("input") != cause.event_id:
+            return []
+        return [REGISTRY[(o["type"], o["version"])].model_validate(o) for o in memo["outputs"]]

@@ -1,0 +1,1 @@
+"""agentbus policy service."""

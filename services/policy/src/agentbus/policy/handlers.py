@@ -1,0 +1,44 @@
+"""Policy handlers: actions.proposed and approvals.decided → actions.decided."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from agentbus.shared.bus import Bus
+from agentbus.shared.events import (
+    ActionDecidedV1,
+    ActionProposedV1,
+    ApprovalDecidedV1,
+    Decision,
+    Event,
+)
+
+from . import rules
+from .store import DecisionStore
+
+
+class PolicyHandlers:
+    def __init__(self, bus: Bus, bundle: rules.BundleFile, store: DecisionStore | None = None) -> None:
+        self.bus = bus
+        self.bundle = bundle
+        self.store = store
+
+    async def on_action_proposed(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ActionProposedV1)
+        bundle = self.bundle.current()
+        return [await self._record(event, rules.decide(event.payload, bundle), bundle.version, "")]
+
+    async def on_approval_decided(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ApprovalDecidedV1)
+        bundle = self.bundle.current()
+        decision = rules.decide_approval(event.payload, bundle)
+        return [await self._record(event, decision, bundle.version, ":approval")]
+
+    async def _record(self, cause: Event, decision: Decision, version: str, suffix: str) -> Event:
+        assert self.store is not None, "policy store not opened"
+        key = decision.proposal.action_id + suffix
+        stored = await self.store.get(key)
+        if stored is None:
+            fresh = cause.answer(ActionDecidedV1, decision, self.bus.producer, policy_version=version)
+            stored = await self.store.put(key, cause.ticket_id, fresh.model_dump(mode="json"))
+        return ActionDecidedV1.model_validate(stored)

@@ -1,0 +1,108 @@
+"""First-version refund policy: deterministic decisions from a bundle (no model can widen them)."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentbus.shared.events import ApprovalDecision, Decision, Proposal
+
+
+@dataclass(frozen=True)
+class Bundle:
+    workflow: str
+    agent: str
+    allowed_tools: frozenset[str]
+    autonomous_max_cents: int
+    approval_max_cents: int
+    approver_role: str
+    sections: dict[str, str]
+    version: str
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Bundle:
+        data: dict[str, Any] = tomllib.loads(raw.decode())
+        refunds = data["refunds"]
+        return cls(
+            workflow=data["bundle"]["workflow"],
+            agent=data["bundle"]["agent"],
+            allowed_tools=frozenset(data["tools"]["allowed"]),
+            autonomous_max_cents=int(refunds["autonomous_max_cents"]),
+            approval_max_cents=int(refunds["approval_max_cents"]),
+            approver_role=refunds["approver_role"],
+            sections=dict(data["sections"]),
+            version="sha256:" + hashlib.sha256(raw).hexdigest()[:16],
+        )
+
+
+class BundleFile:
+    """Re-reads the bundle when the file changes, so a new version applies without a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._bundle: Bundle | None = None
+
+    def current(self) -> Bundle:
+        mtime = self.path.stat().st_mtime
+        if self._bundle is None or mtime != self._mtime:
+            self._bundle = Bundle.parse(self.path.read_bytes())
+            self._mtime = mtime
+        return self._bundle
+
+
+def _decision(bundle: Bundle, proposal: Proposal, verdict: str, rule: str, lead: str) -> Decision:
+    return Decision(
+        proposal=proposal,
+        verdict=verdict,  # type: ignore[arg-type]
+        rule_ids=[rule],
+        reason=f"{lead} under {bundle.sections[rule]}",
+    )
+
+
+def decide(proposal: Proposal, bundle: Bundle) -> Decision:
+    if proposal.agent != bundle.agent:
+        return _decision(bundle, proposal, "deny", "agent.mismatch", f"{proposal.agent} refused")
+    if proposal.tool not in bundle.allowed_tools:
+        return _decision(bundle, proposal, "deny", "tool.not_allowed", f"{proposal.tool} refused")
+    if proposal.tool != "payments.issue_refund":
+        return _decision(bundle, proposal, "allow", "tool.allowed", f"{proposal.tool} allowed")
+    amount = proposal.args.get("amount_cents")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        return _decision(bundle, proposal, "deny", "refund.invalid_amount", "Invalid refund amount")
+    shown = f"${amount / 100:.2f}"
+    if amount <= bundle.autonomous_max_cents:
+        return _decision(
+            bundle, proposal, "allow", "refund.autonomous", f"Eligible for a {shown} refund"
+        )
+    if amount <= bundle.approval_max_cents:
+        return _decision(
+            bundle, proposal, "needs_approval", "refund.needs_approval",
+            f"A {shown} refund needs approval by {bundle.approver_role}",
+        )
+    return _decision(
+        bundle, proposal, "deny", "refund.above_approval_limit",
+        f"A {shown} refund is above every automatic limit",
+    )
+
+
+def decide_approval(approval: ApprovalDecision, bundle: Bundle) -> Decision:
+    """Turn a human's approval decision into the action's final verdict."""
+    proposal = approval.proposal
+    if approval.approved and approval.role == bundle.approver_role:
+        decision = _decision(
+            bundle, proposal, "allow", "approval.granted", f"Approved by {approval.approver}"
+        )
+    elif approval.approved:
+        decision = _decision(
+            bundle, proposal, "deny", "approval.rejected",
+            f"{approval.approver} lacks role {bundle.approver_role}",
+        )
+    else:
+        decision = _decision(
+            bundle, proposal, "deny", "approval.rejected", f"Rejected by {approval.approver}"
+        )
+    return decision.model_copy(update={"approval_id": approval.approval_id})

@@ -1,0 +1,1 @@
+"""agentbus trace_sink service."""

@@ -1,0 +1,31 @@
+"""Trace sink composition root: every topic → the append-only audit store, in batches."""
+
+from typing import Any
+
+from agentbus.shared import topics
+from agentbus.shared.bus import Bus
+from agentbus.shared.db import create_pool
+from agentbus.shared.settings import Settings
+
+from . import store
+from .sink import to_row
+
+settings = Settings(service="trace-sink")
+bus = Bus(settings)
+state: dict[str, Any] = {}
+
+
+async def write_batch(records: list[Any]) -> None:
+    rows = [r for rec in records if (r := to_row(rec.topic, rec.partition, rec.offset, rec.value))]
+    if rows:
+        await store.append(state["pool"], rows)
+
+
+bus.subscribe_batch(topics.ALL_TOPICS, write_batch, group="trace-sink")
+app = bus.app()
+
+
+@app.on_startup
+async def open_pool() -> None:
+    assert settings.database_url, "DATABASE_URL is required by the trace sink"
+    state["pool"] = await create_pool(settings.database_url, max_size=settings.db_pool_max)

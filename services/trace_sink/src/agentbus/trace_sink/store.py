@@ -1,0 +1,44 @@
+"""Audit store (schema `audit`): append every event once; read a ticket's chain back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+INSERT = """
+INSERT INTO audit.events
+    (event_id, type, version, ticket_id, tenant_id, topic, kafka_partition, kafka_offset,
+     occurred_at, event)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+async def append(pool: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(INSERT, rows)
+
+
+async def ticket_events(conn: asyncpg.Pool | asyncpg.Connection, ticket_id: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        # Causal order: each event's step is one more than the event it answers; time breaks ties.
+        """SELECT event, topic, recorded_at FROM audit.events WHERE ticket_id = $1
+           ORDER BY (event->>'step')::int, occurred_at, seq""",
+        ticket_id,
+    )
+    return [dict(r["event"], _topic=r["topic"], _recorded_at=r["recorded_at"]) for r in rows]
+
+
+async def recent_tickets(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 50) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT ticket_id FROM audit.events WHERE ticket_id IS NOT NULL
+           GROUP BY ticket_id ORDER BY max(seq) DESC LIMIT $1""",
+        limit,
+    )
+    return [r["ticket_id"] for r in rows]
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

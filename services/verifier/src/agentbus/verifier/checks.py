@@ -1,0 +1,55 @@
+"""Post-conditions per tool: read the system of record back and say whether the effect is there."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from agentbus.shared.events import Execution
+
+Check = Callable[[asyncpg.Pool, Execution], Awaitable[tuple[bool, dict[str, Any]]]]
+
+
+async def refund_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    row = await pool.fetchrow("SELECT * FROM sor.refunds WHERE idempotency_key = $1", ex.idempotency_key)
+    if row is None:
+        return False, {"refund": None}
+    ok = row["order_id"] == ex.args["order_id"] and row["amount_cents"] == ex.args["amount_cents"]
+    return ok, {"refund_id": row["id"], "order_id": row["order_id"], "amount_cents": row["amount_cents"]}
+
+
+async def label_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    row = await pool.fetchrow(
+        "SELECT * FROM sor.return_labels WHERE idempotency_key = $1", ex.idempotency_key
+    )
+    if row is None:
+        return False, {"label": None}
+    return row["order_id"] == ex.args["order_id"], {"label_id": row["id"], "order_id": row["order_id"]}
+
+
+async def reply_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    row = await pool.fetchrow(
+        "SELECT id, ticket_id FROM sor.ticket_replies WHERE idempotency_key = $1", ex.idempotency_key
+    )
+    ok = row is not None and row["ticket_id"] == ex.args["ticket_id"]
+    return ok, {"reply_id": row["id"] if row else None}
+
+
+async def ticket_closed(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    status = await pool.fetchval("SELECT status FROM sor.tickets WHERE id = $1", ex.args["ticket_id"])
+    return status == "closed", {"ticket_status": status}
+
+
+async def read_only(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    return True, {"note": "read-only tool: nothing to verify"}
+
+
+CHECKS: dict[str, tuple[str, Check]] = {
+    "orders.get_order": ("read_only", read_only),
+    "payments.issue_refund": ("refund_exists_with_amount", refund_exists),
+    "shipping.create_return_label": ("label_exists_for_order", label_exists),
+    "helpdesk.reply_to_customer": ("reply_recorded", reply_exists),
+    "helpdesk.close_ticket": ("ticket_closed", ticket_closed),
+}

@@ -1,0 +1,66 @@
+"""Verifier handler: actions.executed → actions.verified (+ escalations.requested when it fails)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from agentbus.shared.bus import Bus
+from agentbus.shared.events import (
+    ActionExecutedV1,
+    ActionVerifiedV1,
+    EscalationRequest,
+    EscalationRequestedV1,
+    Event,
+    Verification,
+)
+
+from .checks import CHECKS
+
+
+class VerifierHandlers:
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.pool: asyncpg.Pool | None = None
+
+    async def on_action_executed(self, event: Event) -> Sequence[Event]:
+        assert isinstance(event, ActionExecutedV1)
+        assert self.pool is not None, "verifier not started"
+        ex = event.payload
+        if ex.status == "failed":
+            check, ok, evidence = "tool_succeeded", False, {"error": ex.error}
+        elif ex.tool not in CHECKS:
+            check, ok, evidence = "known_tool", False, {"error": f"no post-condition for {ex.tool}"}
+        else:
+            check, run = CHECKS[ex.tool]
+            ok, evidence = await run(self.pool, ex)
+        verified = event.answer(
+            ActionVerifiedV1,
+            Verification(
+                action_id=ex.action_id,
+                tool=ex.tool,
+                verified=ok,
+                check=check,
+                evidence=evidence,
+                result=ex.result,
+            ),
+            self.bus.producer,
+        )
+        if ok:
+            return [verified]
+        reason = "tool_failed" if ex.status == "failed" else "verification_failed"
+        escalation = verified.answer(
+            EscalationRequestedV1,
+            EscalationRequest(
+                reason=reason,
+                summary=(
+                    f"Ticket {event.ticket_id}: {ex.tool} ({ex.action_id}) did not take effect as "
+                    f"expected (check {check}). Evidence: {evidence}."
+                ),
+                details={"execution": ex.model_dump(mode="json"), "evidence": evidence},
+                rule_ids=[f"verifier.{check}"],
+            ),
+            self.bus.producer,
+        )
+        return [verified, escalation]

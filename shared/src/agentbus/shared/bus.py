@@ -1,0 +1,264 @@
+"""Kafka wiring every service uses: at-least-once consumers, acknowledged publishing, dead letters.
+
+Delivery rule (DESIGN §3): a consumed offset is committed only after every output event was
+acknowledged by the broker (acks=all) and the handler's own Postgres work committed. A message
+that cannot be decoded goes to the dead-letter topic at once; one whose handler keeps failing goes
+there after `handler_max_attempts`. In both cases the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from opentelemetry import propagate
+
+from . import __version__
+from .events import DeadLetter, DeadLetterRecordedV1, DecodeError, Event, Producer, decode
+from .serialization import dumps
+from .settings import Settings
+from .telemetry import setup_tracing
+from .topics import DEADLETTER, TOPIC_FOR_TYPE, TopicSpec, topic_name
+
+log = logging.getLogger("agentbus.bus")
+
+Handler = Callable[[Event], Awaitable[Sequence[Event]]]
+BatchHandler = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None]]
+
+
+def kafka_security(settings: Settings) -> BaseSecurity | None:
+    """FastStream security object for the configured protocol (None = plaintext)."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    use_ssl = proto.endswith("SSL")
+    if proto == "SSL":
+        import ssl
+
+        return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
+    user, password = settings.kafka_sasl_username, settings.kafka_sasl_password
+    if not user or not password:
+        raise ValueError(
+            f"KAFKA security protocol {proto} needs AGENTBUS_KAFKA_SASL_USERNAME and _PASSWORD"
+        )
+    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+    cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    if mechanism not in cls:
+        raise ValueError(f"unsupported SASL mechanism {mechanism!r}; use one of {sorted(cls)}")
+    return cls[mechanism](username=user, password=password, use_ssl=use_ssl)
+
+
+class Bus:
+    """One service's connection to the bus: a FastStream broker plus agentbus conventions."""
+
+    def __init__(self, settings: Settings, *, tracer_provider: Any = None) -> None:
+        from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+
+        self.settings = settings
+        self.service = settings.service
+        self.producer = Producer(service=settings.service, version=__version__, instance=settings.instance)
+        provider = tracer_provider or setup_tracing(settings)
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"agentbus-{settings.service}",
+            acks="all",
+            enable_idempotence=settings.kafka_idempotence,
+            security=kafka_security(settings),
+            middlewares=[KafkaTelemetryMiddleware(tracer_provider=provider)],
+            # Topics are created by `agentbus up` / deployment, never by a typo in a consumer.
+            allow_auto_create_topics=False,
+            logger=logging.getLogger(f"agentbus.{settings.service}"),
+        )
+        self._attempts: dict[tuple[str, int, int], int] = {}
+
+    def app(self, **kwargs: Any) -> FastStream:
+        return FastStream(self.broker, **kwargs)
+
+    def topic(self, spec: TopicSpec) -> str:
+        return topic_name(spec, self.settings.topic_prefix)
+
+    def group(self, spec: TopicSpec) -> str:
+        # One consumer group per (service, topic): stages scale and stop independently, and a
+        # service that reads several topics never rebalances them against each other.
+        return f"{self.settings.topic_prefix}agentbus.{self.service}.{spec.name}"
+
+    async def publish(self, event: Event) -> None:
+        """Publish and wait for the broker's acknowledgement (acks=all)."""
+        spec = TOPIC_FOR_TYPE[event.type]
+        headers = {"type": event.type, "version": str(event.version)}
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        traceparent = carrier.get("traceparent") or event.traceparent
+        if traceparent:
+            headers["traceparent"] = traceparent
+        await self.broker.publish(
+            dumps(event),
+            self.topic(spec),
+            key=event.ticket_id.encode() if event.ticket_id else None,
+            headers=headers,
+        )
+
+    def _consumer_options(self) -> dict[str, Any]:
+        return {
+            "ack_policy": AckPolicy.MANUAL,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": self.settings.fetch_max_wait_ms,
+            "session_timeout_ms": self.settings.consumer_session_timeout_ms,
+            "heartbeat_interval_ms": self.settings.consumer_heartbeat_interval_ms,
+        }
+
+    def subscribe(self, spec: TopicSpec, handler: Handler, **options: Any) -> None:
+        """Consume `spec` one event at a time: decode → handler → publish outputs → commit."""
+        subscriber = self.broker.subscriber(
+            self.topic(spec),
+            group_id=self.group(spec),
+            **{**self._consumer_options(), **options},
+        )
+
+        @subscriber
+        async def consume(msg: KafkaMessage) -> None:
+            await self._process(msg, handler)
+
+    def subscribe_batch(
+        self, specs: Sequence[TopicSpec], handler: BatchHandler, *, group: str, max_records: int = 500
+    ) -> None:
+        """Consume several topics in batches of raw records; commit after the handler returns.
+
+        A failing batch is retried (seek back) with capped backoff and never dead-lettered: this is
+        for sinks such as the audit store, which must not drop anything.
+        """
+        subscriber = self.broker.subscriber(
+            *(self.topic(s) for s in specs),
+            group_id=f"{self.settings.topic_prefix}agentbus.{group}",
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=50,
+            **self._consumer_options(),
+        )
+        failures = 0
+
+        @subscriber
+        async def consume_batch(msg: KafkaMessage) -> None:
+            nonlocal failures
+            records = list(msg.raw_message)  # type: ignore[arg-type]
+            try:
+                await handler(records)
+            except Exception:
+                failures += 1
+                log.exception("batch of %d failed (try %d); retrying", len(records), failures)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                await msg.nack()
+                return
+            failures = 0
+            await msg.ack()
+
+    async def _process(self, msg: Any, handler: Handler) -> None:
+        record: ConsumerRecord[Any, Any] = msg.raw_message
+        key = (record.topic, record.partition, record.offset)
+        try:
+            try:
+                event = decode(msg.body)
+            except DecodeError as exc:
+                await self.dead_letter(record, exc.kind, str(exc))
+                await msg.ack()
+                return
+            try:
+                outputs = await handler(event)
+                for output in outputs:
+                    await self.publish(output)
+            except Exception as exc:
+                attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+                if attempts < self.settings.handler_max_attempts:
+                    log.warning("%s@%s:%s failed (attempt %d): %r", *key, attempts, exc)
+                    await asyncio.sleep(self.settings.handler_backoff_ms / 1000 * 2 ** (attempts - 1))
+                    await msg.nack()
+                    return
+                log.error("%s@%s:%s failed %d times, dead-lettering: %r", *key, attempts, exc)
+                await self.dead_letter(
+                    record, "handler_failed", f"{type(exc).__name__}: {exc}", attempts=attempts
+                )
+            self._attempts.pop(key, None)
+            await msg.ack()
+        except Exception:
+            # Could not even dead-letter (broker gone?): rewind so the message is not lost.
+            log.exception("could not settle %s@%s:%s; will be redelivered", *key)
+            await asyncio.sleep(self.settings.handler_backoff_ms / 1000)
+            await msg.nack()
+
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any], kind: str, reason: str, *, attempts: int = 1
+    ) -> None:
+        key = record.key.decode(errors="replace") if record.key else None
+        headers = {k: v.decode(errors="replace") for k, v in (record.headers or ())}
+        event = DeadLetterRecordedV1(
+            ticket_id=key,
+            producer=self.producer,
+            payload=DeadLetter(
+                source_topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=key,
+                headers=headers,
+                original_b64=base64.b64encode(record.value or b"").decode(),
+                reason=reason,
+                error_type=kind,  # type: ignore[arg-type]
+                consumer=f"{self.service}",
+                attempts=attempts,
+            ),
+        )
+        log.warning("dead-lettered %s@%s:%s: %s", record.topic, record.partition, record.offset, reason)
+        await self.publish(event)
+
+
+async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:
+    """Create any missing agentbus topics; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from .topics import ALL_TOPICS
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **client_security_kwargs(settings)
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = []
+        for spec in specs or ALL_TOPICS:
+            name = topic_name(spec, settings.topic_prefix)
+            if name in existing:
+                continue
+            configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+            partitions = 1 if spec.compacted else settings.topic_partitions
+            wanted.append(NewTopic(name, partitions, 1, topic_configs=configs))
+        if wanted:
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def client_security_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments for plain clients (admin, CLI producer/consumer)."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return {}
+    kwargs: dict[str, Any] = {"security_protocol": proto}
+    if proto.endswith("SSL"):
+        import ssl
+
+        kwargs["ssl_context"] = ssl.create_default_context()
+    if proto.startswith("SASL"):
+        kwargs.update(
+            sasl_mechanism=(settings.kafka_sasl_mechanism or "PLAIN").upper(),
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return kwargs

@@ -1,0 +1,73 @@
+"""Postgres access for services: an asyncpg pool with orjson JSONB codecs, and ordered SQL migrations."""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+MIGRATIONS_PACKAGE = "agentbus.shared.migrations"
+# Any fixed number works; it only has to be the same in every process that migrates.
+_MIGRATION_LOCK_ID = 7_364_211
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(dsn: str, *, max_size: int = 4, **kwargs: Any) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, init=_init_connection, **kwargs
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(name, sql) of every migration, in name order."""
+    root = importlib.resources.files(MIGRATIONS_PACKAGE)
+    files = sorted(
+        (p for p in root.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
+    )
+    return [(p.name, p.read_text()) for p in files]
+
+
+async def migrate(dsn: str) -> list[str]:
+    """Apply pending migrations under an advisory lock; returns the names applied now."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+        await conn.execute(
+            "CREATE SCHEMA IF NOT EXISTS agentbus_meta;"
+            "CREATE TABLE IF NOT EXISTS agentbus_meta.schema_migrations("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["name"] for r in await conn.fetch("SELECT name FROM agentbus_meta.schema_migrations")}
+        applied = []
+        for name, sql in migration_files():
+            if name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO agentbus_meta.schema_migrations(name) VALUES ($1)", name
+                )
+            applied.append(name)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+        await conn.close()

@@ -1,0 +1,53 @@
+"""Upstream ticket event (tickets.received) and the intake's classification (tasks.classified)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, JsonValue
+
+from .envelope import Event, Model
+
+
+class Customer(Model):
+    id: str = Field(min_length=1)
+    email: str = Field(min_length=3)
+
+
+class TicketReceived(Model):
+    ticket_id: str = Field(min_length=1, max_length=128)
+    tenant_id: str = Field(min_length=1, max_length=128)
+    channel: Literal["email", "chat", "web", "phone", "api"]
+    customer: Customer
+    subject: str = Field(max_length=1_000)
+    body: str = Field(max_length=50_000)
+    order_id: str | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class TicketReceivedV1(Event):
+    type: Literal["ticket.received"] = "ticket.received"
+    version: Literal[1] = 1
+    payload: TicketReceived
+
+
+RiskTier = Literal["low", "medium", "high"]
+
+
+class TaskClassified(Model):
+    intent: str
+    workflow: str | None = Field(description="workflow that will handle the task; None = none fits")
+    language: str
+    eligible: bool
+    risk_tier: RiskTier
+    reasons: list[str] = Field(description="ids of the intake rules that fired")
+    customer_id: str
+    order_id: str | None = None
+    subject: str
+    channel: str
+
+
+class TaskClassifiedV1(Event):
+    type: Literal["task.classified"] = "task.classified"
+    version: Literal[1] = 1
+    payload: TaskClassified

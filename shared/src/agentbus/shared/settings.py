@@ -1,0 +1,59 @@
+"""Settings every service reads from the environment (pydantic-settings); defaults fit the embedded stack."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One flat settings object; env names are AGENTBUS_<FIELD> unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTBUS_", extra="ignore", frozen=True)
+
+    service: str = "agentbus"
+    instance: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "AGENTBUS_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    # Tansu rejects InitProducerId, so idempotent producers stay off unless the cluster supports them.
+    kafka_idempotence: bool = False
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    # Tansu answers a fetch only when the wait expires; real Kafka answers at once.
+    fetch_max_wait_ms: int = 5
+    # Tansu answers JoinGroup only after half the session timeout, so the embedded stack sets a
+    # short one (3 s → 1.5 s per consumer start); Kafka's usual 10 s stays the default.
+    consumer_session_timeout_ms: int = 10_000
+    consumer_heartbeat_interval_ms: int = 3_000
+    topic_prefix: str = ""
+    topic_partitions: int = 3
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "AGENTBUS_DATABASE_URL")
+    )
+    db_pool_max: int = 4
+
+    handler_max_attempts: int = 5
+    handler_backoff_ms: int = 200
+
+    policies_dir: Path = Path("policies")
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    console_host: str = "127.0.0.1"
+    console_port: int = 8080
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

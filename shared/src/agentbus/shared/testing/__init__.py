@@ -1,0 +1,1 @@
+"""Helpers for tests: a stack started in-process or as subprocesses, and event builders."""

@@ -1,0 +1,65 @@
+"""Topic names (agentbus.<domain>.<event>.v<major>) and which event type each carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    event_type: str
+    compacted: bool = False
+
+
+TICKETS_RECEIVED = TopicSpec("agentbus.tickets.received.v1", "ticket.received")
+TASKS_CLASSIFIED = TopicSpec("agentbus.tasks.classified.v1", "task.classified")
+ACTIONS_PROPOSED = TopicSpec("agentbus.actions.proposed.v1", "action.proposed")
+ACTIONS_DECIDED = TopicSpec("agentbus.actions.decided.v1", "action.decided")
+ACTIONS_EXECUTED = TopicSpec("agentbus.actions.executed.v1", "action.executed")
+ACTIONS_VERIFIED = TopicSpec("agentbus.actions.verified.v1", "action.verified")
+TASKS_FINISHED = TopicSpec("agentbus.tasks.finished.v1", "task.finished")
+ESCALATIONS_REQUESTED = TopicSpec("agentbus.escalations.requested.v1", "escalation.requested")
+APPROVALS_DECIDED = TopicSpec("agentbus.approvals.decided.v1", "approval.decided")
+CONTROL = TopicSpec("agentbus.control.v1", "control.switch", compacted=True)
+DEADLETTER = TopicSpec("agentbus.deadletter.v1", "deadletter.recorded")
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    TICKETS_RECEIVED,
+    TASKS_CLASSIFIED,
+    ACTIONS_PROPOSED,
+    ACTIONS_DECIDED,
+    ACTIONS_EXECUTED,
+    ACTIONS_VERIFIED,
+    TASKS_FINISHED,
+    ESCALATIONS_REQUESTED,
+    APPROVALS_DECIDED,
+    CONTROL,
+    DEADLETTER,
+)
+
+TOPIC_FOR_TYPE: dict[str, TopicSpec] = {t.event_type: t for t in ALL_TOPICS}
+
+
+def topic_name(spec: TopicSpec, prefix: str = "") -> str:
+    """Full topic name with the environment prefix (e.g. 'staging.' or a per-test prefix)."""
+    return f"{prefix}{spec.name}"
+
+
+# Which topics each service consumes and produces (DESIGN §1). Status, lag and ACLs derive from it.
+SERVICE_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] = {
+    "intake": ((TICKETS_RECEIVED,), (TASKS_CLASSIFIED, ESCALATIONS_REQUESTED, DEADLETTER)),
+    "planner": (
+        (TASKS_CLASSIFIED, ACTIONS_VERIFIED, ACTIONS_DECIDED),
+        (ACTIONS_PROPOSED, ESCALATIONS_REQUESTED, TASKS_FINISHED, DEADLETTER),
+    ),
+    "policy": ((ACTIONS_PROPOSED, APPROVALS_DECIDED), (ACTIONS_DECIDED, DEADLETTER)),
+    "executor": ((ACTIONS_DECIDED,), (ACTIONS_EXECUTED, DEADLETTER)),
+    "verifier": ((ACTIONS_EXECUTED,), (ACTIONS_VERIFIED, ESCALATIONS_REQUESTED, DEADLETTER)),
+    "escalation": (
+        (ESCALATIONS_REQUESTED, ACTIONS_DECIDED),
+        (APPROVALS_DECIDED, TASKS_FINISHED, DEADLETTER),
+    ),
+    "trace-sink": (ALL_TOPICS, ()),
+    "console": (ALL_TOPICS, (CONTROL,)),
+}
