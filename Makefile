@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml uv.lock shared/pyproject.toml cli/pyproject.toml $(
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test test-unit check lint format schemas clean
+.PHONY: help install run test test-unit check lint format schemas clean postgres
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,8 +28,16 @@ install: $(STAMP) ## create .venv with every package (uv workspace)
 run: $(STAMP) ## start the embedded stack (broker, Postgres, every service) and run the demo; Ctrl-C stops
 	$(BIN)/agentbus up --demo
 
-test: $(STAMP) ## the whole suite: unit, contract, component, integration and e2e on the embedded stack
+test: $(STAMP) postgres ## the whole suite: unit, contract, integration and e2e on the embedded stack
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The tests use the machine's Postgres server (DATABASE_URL, default 127.0.0.1:5432/test) as well as
+# embedded Postgres; start the server if it is installed but stopped.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || { \
+	  command -v pg_ctlcluster >/dev/null && \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; } || \
+	  echo "warning: no Postgres server at 127.0.0.1:5432; set DATABASE_URL to one"
 
 test-unit: $(STAMP) ## fast tests only (no broker, no database)
 	$(BIN)/python -m pytest -q tests/unit tests/contract

@@ -119,7 +119,15 @@ class ServiceProcess:
     started_at: float = 0.0
     stopped: bool = False  # held down on purpose (stop_service), not restarted
 
+    @property
+    def ready_file(self) -> Path:
+        return Path(self.env["AGENTBUS_READY_FILE"])
+
+    def ready(self) -> bool:
+        return self.alive() and self.ready_file.exists()
+
     def spawn(self) -> None:
+        self.ready_file.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -146,7 +154,11 @@ class Supervisor:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, argv in self.services.items():
-            env = {**self.env, "AGENTBUS_SERVICE": name}
+            env = {
+                **self.env,
+                "AGENTBUS_SERVICE": name,
+                "AGENTBUS_READY_FILE": str(self.log_dir.parent / "ready" / name),
+            }
             sp = ServiceProcess(name, argv, env, self.log_dir / f"{name}.log")
             sp.spawn()
             self.procs[name] = sp
@@ -165,6 +177,18 @@ class Supervisor:
                         continue
                     sp.restarts += 1
                     sp.spawn()
+
+    def wait_ready(self, timeout: float = 90.0, names: list[str] | None = None) -> None:
+        """Block until the services' consumers have joined (each touches its ready file)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                waiting = [n for n in (names or self.procs) if not self.procs[n].ready()]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(waiting)} (see logs)")
+            time.sleep(0.1)
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a service process; the supervisor restarts it (what a crash looks like)."""
@@ -206,6 +230,7 @@ class Supervisor:
                 "service": sp.name,
                 "pid": sp.proc.pid if sp.proc else None,
                 "alive": sp.alive(),
+                "ready": sp.ready(),
                 "restarts": sp.restarts,
                 "log": str(sp.log_path),
             }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,7 @@ class Stack:
                 k: v for k, v in self.supervisor.services.items() if k in self.services
             }
         self.supervisor.start()
+        await asyncio.to_thread(self.supervisor.wait_ready)
 
     def stop(self) -> None:
         if self.supervisor:

@@ -57,7 +57,6 @@ def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
         at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
         offset_ms = (at - start).total_seconds() * 1000
         producer = event["producer"]["service"]
-        lines.append(
-            f"{n:>3}. +{offset_ms:8.1f}ms  {event['type']:<21} {producer:<11} {describe(event)}"
-        )
+        at_text = f"+{offset_ms:.1f}ms"
+        lines.append(f"{n:>3}. {at_text:>11}  {event['type']:<21} {producer:<11} {describe(event)}")
     return "\n".join(lines)

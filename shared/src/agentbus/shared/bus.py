@@ -80,7 +80,14 @@ class Bus:
         self._attempts: dict[tuple[str, int, int], int] = {}
 
     def app(self, **kwargs: Any) -> FastStream:
-        return FastStream(self.broker, **kwargs)
+        app = FastStream(self.broker, **kwargs)
+        app.after_startup(self.mark_ready)
+        return app
+
+    def mark_ready(self) -> None:
+        if self.settings.ready_file is not None:
+            self.settings.ready_file.parent.mkdir(parents=True, exist_ok=True)
+            self.settings.ready_file.touch()
 
     def topic(self, spec: TopicSpec) -> str:
         return topic_name(spec, self.settings.topic_prefix)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     handler_max_attempts: int = 5
     handler_backoff_ms: int = 200
 
+    # Touched once the service's consumers have joined (readiness for `agentbus up` and probes).
+    ready_file: Path | None = None
+
     policies_dir: Path = Path("policies")
     otel_exporter: Literal["none", "console", "otlp"] = "none"
 

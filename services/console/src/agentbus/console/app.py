@@ -54,6 +54,7 @@ async def healthz(request: Request) -> Response:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await bus.broker.start()
+    bus.mark_ready()
     try:
         yield
     finally:
