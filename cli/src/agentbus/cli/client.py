@@ -6,10 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from pydantic import ValidationError
-
 from agentbus.shared import topics
 from agentbus.shared.bus import client_security_kwargs
 from agentbus.shared.db import connect
@@ -18,6 +14,9 @@ from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
 from agentbus.trace_sink.store import ticket_events
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
 
 CLI_PRODUCER = Producer(service="cli", version="0.1.0", instance="agentbus-submit")
 
@@ -35,7 +34,10 @@ def ticket_event(data: dict[str, Any]) -> TicketReceivedV1:
         )
         raise BadTicket(f"not a valid ticket (tickets.received v1): {problems}") from exc
     return TicketReceivedV1(
-        ticket_id=ticket.ticket_id, tenant_id=ticket.tenant_id, producer=CLI_PRODUCER, payload=ticket
+        ticket_id=ticket.ticket_id,
+        tenant_id=ticket.tenant_id,
+        producer=CLI_PRODUCER,
+        payload=ticket,
     )
 
 
@@ -61,9 +63,7 @@ async def publish(settings: Settings, items: list[TicketReceivedV1 | tuple[str, 
         await producer.stop()
 
 
-async def wait_for(
-    database_url: str, ticket_ids: list[str], timeout: float = 60.0
-) -> dict[str, str]:
+async def wait_for(database_url: str, ticket_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
     """Poll the audit store until each ticket is resolved, escalated or waiting on a human."""
     conn = await connect(database_url)
     try:
@@ -124,5 +124,5 @@ async def consumer_lag(settings: Settings) -> dict[str, int | None]:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+    await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()

@@ -73,5 +73,9 @@ def demo_set() -> list[tuple[str, dict[str, Any] | bytes, str]]:
         ("ORD-1003 $80 refund", refund_ticket("ORD-1003"), "escalated"),
         ("ORD-1004 in transit", refund_ticket("ORD-1004"), "escalated"),
         ("non-refund question", question_ticket(), "escalated"),
-        ("malformed event", b'{"type": "ticket.received", "version": 1, "payload": "oops"', "dead_lettered"),
+        (
+            "malformed event",
+            b'{"type": "ticket.received", "version": 1, "payload": "oops"',
+            "dead_lettered",
+        ),
     ]

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-
 from agentbus.shared.events import schemas as event_schemas
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
@@ -108,7 +107,7 @@ async def run_demo_set(settings: Settings, timeout: float = 60.0) -> bool:
     items = demo.demo_set()
     events: list[Any] = []
     ids: list[str] = []
-    for label, body, _ in items:
+    for _label, body, _ in items:
         if isinstance(body, bytes):
             tid = f"T-BAD-{os.urandom(3).hex().upper()}"
             events.append((tid, body))
@@ -197,8 +196,11 @@ def trace(
     if as_json:
         chain = [{k: v for k, v in e.items() if not k.startswith("_")} for e in events]
         sys.stdout.buffer.write(
-            orjson.dumps({"ticket_id": ticket_id, "status": status, "events": chain},
-                         option=orjson.OPT_INDENT_2) + b"\n"
+            orjson.dumps(
+                {"ticket_id": ticket_id, "status": status, "events": chain},
+                option=orjson.OPT_INDENT_2,
+            )
+            + b"\n"
         )
     else:
         typer.echo(timeline.render(ticket_id, events, status))

@@ -14,7 +14,6 @@ from agentbus.shared.settings import Settings
 from . import demo
 from .runtime import EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port
 
-
 # Tansu holds JoinGroup for half the session timeout: keep consumer starts short on it.
 EMBEDDED_BROKER_ENV = {
     "AGENTBUS_CONSUMER_SESSION_TIMEOUT_MS": "3000",

@@ -26,7 +26,7 @@ from .events import DeadLetter, DeadLetterRecordedV1, DecodeError, Event, Produc
 from .serialization import dumps
 from .settings import Settings
 from .telemetry import setup_tracing
-from .topics import DEADLETTER, TOPIC_FOR_TYPE, TopicSpec, topic_name
+from .topics import TOPIC_FOR_TYPE, TopicSpec, topic_name
 
 log = logging.getLogger("agentbus.bus")
 
@@ -46,9 +46,7 @@ def kafka_security(settings: Settings) -> BaseSecurity | None:
         return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
     user, password = settings.kafka_sasl_username, settings.kafka_sasl_password
     if not user or not password:
-        raise ValueError(
-            f"KAFKA security protocol {proto} needs AGENTBUS_KAFKA_SASL_USERNAME and _PASSWORD"
-        )
+        raise ValueError(f"KAFKA security protocol {proto} needs AGENTBUS_KAFKA_SASL_USERNAME and _PASSWORD")
     mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
     cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
     if mechanism not in cls:
@@ -135,7 +133,12 @@ class Bus:
             await self._process(msg, handler)
 
     def subscribe_batch(
-        self, specs: Sequence[TopicSpec], handler: BatchHandler, *, group: str, max_records: int = 500
+        self,
+        specs: Sequence[TopicSpec],
+        handler: BatchHandler,
+        *,
+        group: str,
+        max_records: int = 500,
     ) -> None:
         """Consume several topics in batches of raw records; commit after the handler returns.
 

@@ -24,9 +24,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, max_size: int = 4, **kwargs: Any) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, init=_init_connection, **kwargs
-    )
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=_init_connection, **kwargs)
     assert pool is not None
     return pool
 
@@ -40,9 +38,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
 def migration_files() -> list[tuple[str, str]]:
     """(name, sql) of every migration, in name order."""
     root = importlib.resources.files(MIGRATIONS_PACKAGE)
-    files = sorted(
-        (p for p in root.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name
-    )
+    files = sorted((p for p in root.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name, p.read_text()) for p in files]
 
 
@@ -63,9 +59,7 @@ async def migrate(dsn: str) -> list[str]:
                 continue
             async with conn.transaction():
                 await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO agentbus_meta.schema_migrations(name) VALUES ($1)", name
-                )
+                await conn.execute("INSERT INTO agentbus_meta.schema_migrations(name) VALUES ($1)", name)
             applied.append(name)
         return applied
     finally:

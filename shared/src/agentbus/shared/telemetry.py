@@ -19,7 +19,10 @@ def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> T
     """Build the service's tracer provider; `exporter` overrides settings (tests pass an in-memory one)."""
     provider = TracerProvider(
         resource=Resource.create(
-            {"service.name": f"agentbus-{settings.service}", "service.instance.id": settings.instance}
+            {
+                "service.name": f"agentbus-{settings.service}",
+                "service.instance.id": settings.instance,
+            }
         )
     )
     if exporter is not None:
@@ -34,5 +37,11 @@ def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> T
                 "AGENTBUS_OTEL_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-http installed"
             ) from exc
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    global _global_set
+    if not _global_set:  # OpenTelemetry allows one global provider per process
+        trace.set_tracer_provider(provider)
+        _global_set = True
     return provider
+
+
+_global_set = False

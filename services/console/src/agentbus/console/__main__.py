@@ -1,7 +1,6 @@
 """`python -m agentbus.console`: serve the console with uvicorn on AGENTBUS_CONSOLE_HOST/PORT."""
 
 import uvicorn
-
 from agentbus.shared.settings import Settings
 
 if __name__ == "__main__":

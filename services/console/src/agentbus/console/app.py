@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from agentbus.shared import topics
+from agentbus.shared.bus import Bus
+from agentbus.shared.settings import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-
-from agentbus.shared import topics
-from agentbus.shared.bus import Bus
-from agentbus.shared.settings import Settings
 
 from .page import PAGE
 from .view import TicketView

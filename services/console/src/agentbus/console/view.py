@@ -6,7 +6,6 @@ from collections import OrderedDict
 from typing import Any
 
 import orjson
-
 from agentbus.shared.status import ticket_status
 
 

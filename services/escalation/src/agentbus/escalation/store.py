@@ -23,12 +23,18 @@ class PgEscalationStore:
             """INSERT INTO escalation.handoffs
                    (id, ticket_id, tenant_id, reason, summary, details, rule_ids)
                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-            row["id"], row["ticket_id"], row["tenant_id"], row["reason"], row["summary"],
-            row["details"], row["rule_ids"],
+            row["id"],
+            row["ticket_id"],
+            row["tenant_id"],
+            row["reason"],
+            row["summary"],
+            row["details"],
+            row["rule_ids"],
         )
         return await self.pool.fetchval(
             "SELECT id FROM escalation.handoffs WHERE ticket_id = $1 AND reason = $2",
-            row["ticket_id"], row["reason"],
+            row["ticket_id"],
+            row["reason"],
         )
 
     async def add_approval(self, row: dict[str, Any]) -> str:
@@ -36,7 +42,13 @@ class PgEscalationStore:
             """INSERT INTO escalation.approvals
                    (id, action_id, ticket_id, tenant_id, proposal, preview, required_role, reason)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (action_id) DO NOTHING""",
-            row["id"], row["action_id"], row["ticket_id"], row["tenant_id"], row["proposal"],
-            row["preview"], row["required_role"], row["reason"],
+            row["id"],
+            row["action_id"],
+            row["ticket_id"],
+            row["tenant_id"],
+            row["proposal"],
+            row["preview"],
+            row["required_role"],
+            row["reason"],
         )
         return row["id"]

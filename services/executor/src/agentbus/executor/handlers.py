@@ -6,7 +6,6 @@ import time
 from collections.abc import Sequence
 
 import asyncpg
-
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Event, Execution
 

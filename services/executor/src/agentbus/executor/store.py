@@ -20,7 +20,9 @@ class Effect:
 class EffectLedger(Protocol):
     async def claim(self, key: str, action_id: str, tool: str) -> Effect: ...
 
-    async def settle(self, key: str, status: str, result: dict[str, Any] | None, error: str | None) -> None: ...
+    async def settle(
+        self, key: str, status: str, result: dict[str, Any] | None, error: str | None
+    ) -> None: ...
 
 
 class PgEffectLedger:

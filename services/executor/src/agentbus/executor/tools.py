@@ -53,9 +53,7 @@ async def issue_refund(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> di
     async with pool.acquire() as conn, conn.transaction():
         existing = await conn.fetchrow("SELECT * FROM sor.refunds WHERE idempotency_key = $1", key)
         if existing is None:
-            order = await conn.fetchrow(
-                "SELECT * FROM sor.orders WHERE id = $1 FOR UPDATE", args["order_id"]
-            )
+            order = await conn.fetchrow("SELECT * FROM sor.orders WHERE id = $1 FOR UPDATE", args["order_id"])
             if order is None:
                 raise ToolError(f"order {args['order_id']} does not exist")
             refunded = await conn.fetchval(
@@ -92,7 +90,11 @@ async def create_return_label(pool: asyncpg.Pool, args: dict[str, Any], key: str
         _short_id("TRK", key),
         key,
     )
-    return {"label_id": row["id"], "order_id": row["order_id"], "tracking_number": row["tracking_number"]}
+    return {
+        "label_id": row["id"],
+        "order_id": row["order_id"],
+        "tracking_number": row["tracking_number"],
+    }
 
 
 async def reply_to_customer(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[str, Any]:

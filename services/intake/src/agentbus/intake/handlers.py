@@ -16,7 +16,7 @@ from agentbus.shared.events import (
 from . import rules
 
 
-def make_handlers(bus: Bus):  # noqa: ANN201 - returns the handler closure
+def make_handlers(bus: Bus):
     async def on_ticket_received(event: Event) -> Sequence[Event]:
         assert isinstance(event, TicketReceivedV1)
         ticket = event.payload
@@ -30,7 +30,11 @@ def make_handlers(bus: Bus):  # noqa: ANN201 - returns the handler closure
             EscalationRequest(
                 reason=reason,
                 summary=rules.ineligibility_summary(ticket, task),
-                details={"intent": task.intent, "language": task.language, "subject": ticket.subject},
+                details={
+                    "intent": task.intent,
+                    "language": task.language,
+                    "subject": ticket.subject,
+                },
                 rule_ids=task.reasons,
             ),
             bus.producer,

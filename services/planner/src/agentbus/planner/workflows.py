@@ -73,7 +73,11 @@ def _propose(state: TaskState) -> Transition:
         args = {"order_id": order_id, "customer_id": ctx["customer_id"]}
         why = "Check the order exists, belongs to the customer and is delivered."
     elif name == "issue_refund":
-        args = {"order_id": order_id, "amount_cents": ctx["amount_cents"], "currency": ctx["currency"]}
+        args = {
+            "order_id": order_id,
+            "amount_cents": ctx["amount_cents"],
+            "currency": ctx["currency"],
+        }
         extra = {"order_amount_cents": ctx["amount_cents"], "order_status": ctx["order_status"]}
         why = f"Refund the full order amount {money(ctx['amount_cents'], ctx['currency'])}."
     elif name == "create_label":

@@ -75,16 +75,20 @@ def decide(proposal: Proposal, bundle: Bundle) -> Decision:
         return _decision(bundle, proposal, "deny", "refund.invalid_amount", "Invalid refund amount")
     shown = f"${amount / 100:.2f}"
     if amount <= bundle.autonomous_max_cents:
-        return _decision(
-            bundle, proposal, "allow", "refund.autonomous", f"Eligible for a {shown} refund"
-        )
+        return _decision(bundle, proposal, "allow", "refund.autonomous", f"Eligible for a {shown} refund")
     if amount <= bundle.approval_max_cents:
         return _decision(
-            bundle, proposal, "needs_approval", "refund.needs_approval",
+            bundle,
+            proposal,
+            "needs_approval",
+            "refund.needs_approval",
             f"A {shown} refund needs approval by {bundle.approver_role}",
         )
     return _decision(
-        bundle, proposal, "deny", "refund.above_approval_limit",
+        bundle,
+        proposal,
+        "deny",
+        "refund.above_approval_limit",
         f"A {shown} refund is above every automatic limit",
     )
 
@@ -98,7 +102,10 @@ def decide_approval(approval: ApprovalDecision, bundle: Bundle) -> Decision:
         )
     elif approval.approved:
         decision = _decision(
-            bundle, proposal, "deny", "approval.rejected",
+            bundle,
+            proposal,
+            "deny",
+            "approval.rejected",
             f"{approval.approver} lacks role {bundle.approver_role}",
         )
     else:

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-
 from agentbus.shared.events import Execution
 
 Check = Callable[[asyncpg.Pool, Execution], Awaitable[tuple[bool, dict[str, Any]]]]
@@ -17,7 +16,11 @@ async def refund_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[s
     if row is None:
         return False, {"refund": None}
     ok = row["order_id"] == ex.args["order_id"] and row["amount_cents"] == ex.args["amount_cents"]
-    return ok, {"refund_id": row["id"], "order_id": row["order_id"], "amount_cents": row["amount_cents"]}
+    return ok, {
+        "refund_id": row["id"],
+        "order_id": row["order_id"],
+        "amount_cents": row["amount_cents"],
+    }
 
 
 async def label_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
@@ -26,12 +29,16 @@ async def label_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[st
     )
     if row is None:
         return False, {"label": None}
-    return row["order_id"] == ex.args["order_id"], {"label_id": row["id"], "order_id": row["order_id"]}
+    return row["order_id"] == ex.args["order_id"], {
+        "label_id": row["id"],
+        "order_id": row["order_id"],
+    }
 
 
 async def reply_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
     row = await pool.fetchrow(
-        "SELECT id, ticket_id FROM sor.ticket_replies WHERE idempotency_key = $1", ex.idempotency_key
+        "SELECT id, ticket_id FROM sor.ticket_replies WHERE idempotency_key = $1",
+        ex.idempotency_key,
     )
     ok = row is not None and row["ticket_id"] == ex.args["ticket_id"]
     return ok, {"reply_id": row["id"] if row else None}

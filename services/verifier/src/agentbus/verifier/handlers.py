@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
-
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     ActionExecutedV1,

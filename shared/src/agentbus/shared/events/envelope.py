@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -62,7 +64,7 @@ class Event(Model):
             cls.TYPE = type_default
             cls.VERSION = version_default
 
-    def answer(self, event_cls: type[E], payload: Any, producer: Producer, **envelope: Any) -> E:
+    def answer(self, event_cls: builtins.type[E], payload: Any, producer: Producer, **envelope: Any) -> E:
         """Build the next event of this ticket, caused by this one."""
         fields: dict[str, Any] = {
             "ticket_id": self.ticket_id,

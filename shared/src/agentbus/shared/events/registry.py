@@ -64,9 +64,7 @@ def decode(raw: bytes) -> Event:
     while (event_type, version) not in REGISTRY or version < latest_version(event_type):
         upcast = UPCASTERS.get((event_type, version))
         if upcast is None:
-            raise DecodeError(
-                "unknown_type", f"no model or upcaster for {event_type!r} version {version}"
-            )
+            raise DecodeError("unknown_type", f"no model or upcaster for {event_type!r} version {version}")
         obj = upcast(obj)
         version = obj["version"]
     try:

@@ -1,0 +1,107 @@
+"""The planner service through FastStream's in-memory broker, with an in-memory task store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from agentbus.planner.handlers import PlannerHandlers
+from agentbus.planner.workflows import TaskState
+from agentbus.shared import topics
+from agentbus.shared.bus import Bus
+from agentbus.shared.events import (
+    ActionProposedV1,
+    ActionVerifiedV1,
+    Event,
+    Producer,
+    TaskClassified,
+    TaskClassifiedV1,
+    Verification,
+    decode,
+)
+from agentbus.shared.settings import Settings
+
+
+class MemoryTaskStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[TaskState, dict[str, Any]]] = {}
+
+    async def load(self, ticket_id: str) -> tuple[TaskState, dict[str, Any]] | None:
+        return self.rows.get(ticket_id)
+
+    async def save(self, state: TaskState, memo: dict[str, Any]) -> None:
+        self.rows[state.ticket_id] = (state, memo)
+
+
+@pytest.fixture
+def planner() -> tuple[Bus, MemoryTaskStore, list[Event]]:
+    bus = Bus(Settings(service="planner", topic_prefix="component."))
+    store = MemoryTaskStore()
+    handlers = PlannerHandlers(bus, store)
+    bus.subscribe(topics.TASKS_CLASSIFIED, handlers.on_task_classified)
+    bus.subscribe(topics.ACTIONS_VERIFIED, handlers.on_action_verified)
+    proposed: list[Event] = []
+
+    @bus.broker.subscriber(bus.topic(topics.ACTIONS_PROPOSED))
+    async def collect(msg: KafkaMessage) -> None:
+        proposed.append(decode(msg.body))
+
+    return bus, store, proposed
+
+
+def classified(ticket_id: str = "T-1", order_id: str = "ORD-1001") -> TaskClassifiedV1:
+    return TaskClassifiedV1(
+        ticket_id=ticket_id,
+        tenant_id="acme",
+        step=1,
+        producer=Producer(service="intake", version="test", instance="t"),
+        payload=TaskClassified(
+            intent="refund_request", workflow="refunds", language="en", eligible=True,
+            risk_tier="medium", reasons=["test"], customer_id="C-1", order_id=order_id,
+            subject="refund", channel="email",
+        ),
+    )
+
+
+async def test_classified_task_gets_one_proposal_and_a_redelivery_repeats_it(planner):
+    bus, store, proposed = planner
+    event = classified()
+    async with TestKafkaBroker(bus.broker):
+        await bus.publish(event)
+        await bus.publish(event)  # redelivered: the stored output goes out again, unchanged
+
+    assert [type(e) for e in proposed] == [ActionProposedV1, ActionProposedV1]
+    assert proposed[0] == proposed[1]
+    assert proposed[0].payload.tool == "orders.get_order"
+    assert proposed[0].causation_id == event.event_id
+    state, _ = store.rows["T-1"]
+    assert state.step == 0 and state.pending_action_id == proposed[0].payload.action_id
+
+
+async def test_verified_order_advances_to_the_refund_and_a_stale_verification_is_ignored(planner):
+    bus, store, proposed = planner
+    async with TestKafkaBroker(bus.broker):
+        await bus.publish(classified())
+        first = proposed[0]
+        assert isinstance(first, ActionProposedV1)
+        verification = Verification(
+            action_id=first.payload.action_id, tool="orders.get_order", verified=True, check="read_only",
+            result={"found": True, "order_id": "ORD-1001", "status": "delivered", "amount_cents": 2000,
+                    "currency": "USD", "customer_matches": True, "refunded_cents": 0},
+        )
+        verified = first.answer(ActionVerifiedV1, verification, bus.producer)
+        await bus.publish(verified)
+        stale = first.answer(
+            ActionVerifiedV1,
+            verification.model_copy(update={"action_id": "act-someone-else"}),
+            bus.producer,
+        )
+        await bus.publish(stale)
+
+    assert [e.payload.tool for e in proposed] == ["orders.get_order", "payments.issue_refund"]
+    refund = proposed[1].payload
+    assert refund.args == {"order_id": "ORD-1001", "amount_cents": 2000, "currency": "USD"}
+    assert store.rows["T-1"][0].step == 1
