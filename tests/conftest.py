@@ -10,7 +10,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
 from agentbus.cli.runtime import EmbeddedBroker, EmbeddedPostgres
 
 REPO = Path(__file__).resolve().parents[1]

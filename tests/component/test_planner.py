@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from faststream.kafka import TestKafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-
 from agentbus.planner.handlers import PlannerHandlers
 from agentbus.planner.workflows import TaskState
 from agentbus.shared import topics
@@ -23,6 +20,8 @@ from agentbus.shared.events import (
     decode,
 )
 from agentbus.shared.settings import Settings
+from faststream.kafka import TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 
 
 class MemoryTaskStore:
@@ -59,9 +58,16 @@ def classified(ticket_id: str = "T-1", order_id: str = "ORD-1001") -> TaskClassi
         step=1,
         producer=Producer(service="intake", version="test", instance="t"),
         payload=TaskClassified(
-            intent="refund_request", workflow="refunds", language="en", eligible=True,
-            risk_tier="medium", reasons=["test"], customer_id="C-1", order_id=order_id,
-            subject="refund", channel="email",
+            intent="refund_request",
+            workflow="refunds",
+            language="en",
+            eligible=True,
+            risk_tier="medium",
+            reasons=["test"],
+            customer_id="C-1",
+            order_id=order_id,
+            subject="refund",
+            channel="email",
         ),
     )
 
@@ -88,9 +94,19 @@ async def test_verified_order_advances_to_the_refund_and_a_stale_verification_is
         first = proposed[0]
         assert isinstance(first, ActionProposedV1)
         verification = Verification(
-            action_id=first.payload.action_id, tool="orders.get_order", verified=True, check="read_only",
-            result={"found": True, "order_id": "ORD-1001", "status": "delivered", "amount_cents": 2000,
-                    "currency": "USD", "customer_matches": True, "refunded_cents": 0},
+            action_id=first.payload.action_id,
+            tool="orders.get_order",
+            verified=True,
+            check="read_only",
+            result={
+                "found": True,
+                "order_id": "ORD-1001",
+                "status": "delivered",
+                "amount_cents": 2000,
+                "currency": "USD",
+                "customer_matches": True,
+                "refunded_cents": 0,
+            },
         )
         verified = first.answer(ActionVerifiedV1, verification, bus.producer)
         await bus.publish(verified)

@@ -14,7 +14,6 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-
 from agentbus.cli.runtime import free_port
 
 pytestmark = pytest.mark.e2e
@@ -50,8 +49,12 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         rows = dict(re.findall(r"^\s+(T-[A-Z0-9-]+)\s+(.+?)\s{2,}", text, re.MULTILINE))
         by_label = {label.strip(): tid for tid, label in rows.items()}
         assert set(by_label) == {
-            "ORD-1001 $20 refund", "ORD-1002 $40 refund", "ORD-1003 $80 refund",
-            "ORD-1004 in transit", "non-refund question", "malformed event",
+            "ORD-1001 $20 refund",
+            "ORD-1002 $40 refund",
+            "ORD-1003 $80 refund",
+            "ORD-1004 in transit",
+            "non-refund question",
+            "malformed event",
         }
 
         tickets = httpx.get(f"http://127.0.0.1:{port}/api/tickets", timeout=5).json()
@@ -79,8 +82,13 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             ("ALLOW", "tool.allowed"),
             ("ALLOW", "tool.allowed"),
         ]
-        for tool in ("orders.get_order", "payments.issue_refund", "shipping.create_return_label",
-                     "helpdesk.reply_to_customer", "helpdesk.close_ticket"):
+        for tool in (
+            "orders.get_order",
+            "payments.issue_refund",
+            "shipping.create_return_label",
+            "helpdesk.reply_to_customer",
+            "helpdesk.close_ticket",
+        ):
             assert re.search(rf"action\.executed\s+executor\s+\S+ {re.escape(tool)} succeeded", trace.stdout)
 
         as_json = orjson.loads(cli("trace", t1001, "--json", env=env, cwd=tmp_path).stdout)
@@ -90,7 +98,9 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         assert status.returncode == 0, status.stderr
         assert "database  ok" in status.stdout
         for service in ("intake", "planner", "policy", "executor", "verifier", "escalation", "trace-sink"):
-            assert re.search(rf"^{service}\s+\d+\s+\d+$", status.stdout, re.MULTILINE), status.stdout
+            assert re.search(rf"^{service}\s+\d+\s+ready\s+0\s+0$", status.stdout, re.MULTILINE), (
+                status.stdout
+            )
 
         missing = cli("trace", "T-NOPE", env=env, cwd=tmp_path)
         assert missing.returncode == 2 and "no events recorded" in missing.stderr

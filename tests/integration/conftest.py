@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
+import pytest
 from agentbus.cli.runtime import EmbeddedBroker
 from agentbus.cli.stack import EMBEDDED_BROKER_ENV, Stack
 

@@ -7,8 +7,6 @@ import base64
 from collections.abc import Sequence
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
 from agentbus.cli.client import ticket_event
 from agentbus.cli.demo import refund_ticket
 from agentbus.shared import topics
@@ -23,6 +21,7 @@ from agentbus.shared.events import (
 )
 from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +49,9 @@ async def produce(settings: Settings, spec: topics.TopicSpec, values: list[bytes
         await producer.stop()
 
 
-async def read_all(settings: Settings, spec: topics.TopicSpec, expect: int, timeout: float = 20) -> list[Event]:
+async def read_all(
+    settings: Settings, spec: topics.TopicSpec, expect: int, timeout: float = 20
+) -> list[Event]:
     consumer = AIOKafkaConsumer(
         topics.topic_name(spec, settings.topic_prefix),
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -74,8 +75,15 @@ def classified_for(event: TicketReceivedV1, bus: Bus) -> TaskClassifiedV1:
     return event.answer(
         TaskClassifiedV1,
         TaskClassified(
-            intent="refund_request", workflow="refunds", language="en", eligible=True,
-            risk_tier="low", reasons=["test"], customer_id="C-1", order_id="ORD-1", subject="s",
+            intent="refund_request",
+            workflow="refunds",
+            language="en",
+            eligible=True,
+            risk_tier="low",
+            reasons=["test"],
+            customer_id="C-1",
+            order_id="ORD-1",
+            subject="s",
             channel="email",
         ),
         bus.producer,

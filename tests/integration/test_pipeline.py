@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
+import pytest
 from agentbus.cli import client, demo
 from agentbus.shared.db import connect
+from agentbus.shared.events import ActionProposedV1, ApprovalDecidedV1, ApprovalDecision, Producer
+from agentbus.shared.status import FINAL
 from agentbus.trace_sink.store import ticket_events
-
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +21,9 @@ STEPS_OF_A_RESOLVED_REFUND = [
 ]
 
 
-async def test_demo_tickets_reach_their_final_states(start_stack, broker, database_url, topic_prefix, tmp_path):
+async def test_demo_tickets_reach_their_final_states(
+    start_stack, broker, database_url, topic_prefix, tmp_path
+):
     async with start_stack(broker, database_url, topic_prefix, tmp_path) as stack:
         settings = stack.settings()
         items = demo.demo_set()
@@ -80,10 +84,65 @@ async def test_demo_tickets_reach_their_final_states(start_stack, broker, databa
                 "helpdesk.close_ticket",
             ]
             assert decided[1]["rule_ids"] == ["refund.autonomous"]
-            assert all(e["policy_version"].startswith("sha256:") for e in chain if e["type"] == "action.decided")
+            assert all(
+                e["policy_version"].startswith("sha256:") for e in chain if e["type"] == "action.decided"
+            )
 
             dead = await ticket_events(conn, malformed_key)
             assert [e["type"] for e in dead] == ["deadletter.recorded"]
             assert dead[0]["payload"]["error_type"] == "malformed"
+
+            # A refund approver releases the pending $40 refund: the ticket then completes.
+            # A forged approval of the $80 refund (denied, never pending) releases nothing.
+            t1002, t1003 = ids["ORD-1002 $40 refund"], ids["ORD-1003 $80 refund"]
+            pending = await refund_proposal(conn, t1002)
+            denied = await refund_proposal(conn, t1003)
+            await client.publish(
+                settings,
+                [approval_of(approval["id"], pending), approval_of("AP-FORGED", denied)],
+            )
+            after = await client.wait_for(database_url, [t1002], timeout=60, until=FINAL)
+            assert after[t1002] == "resolved"
+            refunds = await conn.fetch("SELECT order_id, amount_cents FROM sor.refunds ORDER BY order_id")
+            assert [(r["order_id"], r["amount_cents"]) for r in refunds] == [
+                ("ORD-1001", 2000),
+                ("ORD-1002", 4000),
+            ]
+            forged = await decisions_with_rule(conn, t1003, "approval.unmatched")
+            assert [d["verdict"] for d in forged] == ["deny"]
         finally:
             await conn.close()
+
+
+async def refund_proposal(conn, ticket_id: str) -> ActionProposedV1:
+    chain = await ticket_events(conn, ticket_id)
+    proposed = [e for e in chain if e["type"] == "action.proposed"]
+    event = ActionProposedV1.model_validate({k: v for k, v in proposed[-1].items() if not k.startswith("_")})
+    assert event.payload.tool == "payments.issue_refund"
+    return event
+
+
+async def decisions_with_rule(conn, ticket_id: str, rule: str, timeout: float = 30) -> list[dict]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        chain = await ticket_events(conn, ticket_id)
+        found = [
+            e["payload"] for e in chain if e["type"] == "action.decided" and rule in e["payload"]["rule_ids"]
+        ]
+        if found or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
+
+
+def approval_of(approval_id: str, proposed: ActionProposedV1) -> ApprovalDecidedV1:
+    return proposed.answer(
+        ApprovalDecidedV1,
+        producer=Producer(service="escalation", version="test", instance="test"),
+        payload=ApprovalDecision(
+            approval_id=approval_id,
+            proposal=proposed.payload,
+            approved=True,
+            approver="user:alice",
+            role="refund-approver",
+        ),
+    )

@@ -7,7 +7,6 @@ import asyncio
 import signal
 
 import pytest
-
 from agentbus.cli import client, demo
 from agentbus.cli.runtime import SERVICES
 from agentbus.shared.db import connect
@@ -29,13 +28,15 @@ async def add_orders(database_url: str) -> None:
         await conn.close()
 
 
-async def test_services_restart_while_tickets_flow(start_stack, broker, server_database_url, topic_prefix, tmp_path):
+async def test_services_restart_while_tickets_flow(
+    start_stack, broker, server_database_url, topic_prefix, tmp_path
+):
     async with start_stack(broker, server_database_url, topic_prefix, tmp_path) as stack:
         assert stack.supervisor is not None
         await add_orders(server_database_url)
         settings = stack.settings()
         tickets = [demo.refund_ticket(order) for order in ORDERS]
-        batches = [tickets[i::len(SERVICES)] for i in range(len(SERVICES))]
+        batches = [tickets[i :: len(SERVICES)] for i in range(len(SERVICES))]
         for service, batch in zip(SERVICES, batches, strict=True):
             await client.publish(settings, [client.ticket_event(t) for t in batch])
             if service in ("planner", "executor"):
@@ -56,7 +57,8 @@ async def test_services_restart_while_tickets_flow(start_stack, broker, server_d
         conn = await connect(server_database_url)
         try:
             rows = await conn.fetch(
-                "SELECT order_id, count(*) AS n, sum(amount_cents) AS total FROM sor.refunds GROUP BY order_id"
+                """SELECT order_id, count(*) AS n, sum(amount_cents) AS total
+                   FROM sor.refunds GROUP BY order_id"""
             )
             per_order = {r["order_id"]: (r["n"], r["total"]) for r in rows}
             assert per_order == {order: (1, 1000) for order in ORDERS}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from agentbus.shared import topics
 from agentbus.shared.bus import client_security_kwargs
 from agentbus.shared.db import connect
-from agentbus.shared.events import Producer, TicketReceived, TicketReceivedV1
+from agentbus.shared.events import Event, Producer, TicketReceived, TicketReceivedV1
 from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
@@ -41,8 +42,9 @@ def ticket_event(data: dict[str, Any]) -> TicketReceivedV1:
     )
 
 
-async def publish(settings: Settings, items: list[TicketReceivedV1 | tuple[str, bytes]]) -> None:
-    """Publish ticket events (or raw (key, bytes) as a broken upstream would) and wait for acks."""
+async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[str, bytes]]) -> None:
+    """Publish events to their topics (or raw (key, bytes) to tickets.received, as a broken
+    upstream would) and wait for the broker's acks."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -51,29 +53,36 @@ async def publish(settings: Settings, items: list[TicketReceivedV1 | tuple[str, 
     )
     await producer.start()
     try:
-        topic = topics.topic_name(topics.TICKETS_RECEIVED, settings.topic_prefix)
         for item in items:
-            if isinstance(item, TicketReceivedV1):
+            if isinstance(item, Event):
+                spec = topics.TOPIC_FOR_TYPE[item.type]
                 key, value = item.ticket_id or "", dumps(item)
-                headers = [("type", b"ticket.received"), ("version", b"1")]
+                headers = [("type", item.type.encode()), ("version", str(item.version).encode())]
             else:
-                (key, value), headers = item, []
+                spec, (key, value), headers = topics.TICKETS_RECEIVED, item, []
+            topic = topics.topic_name(spec, settings.topic_prefix)
             await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
     finally:
         await producer.stop()
 
 
-async def wait_for(database_url: str, ticket_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
-    """Poll the audit store until each ticket is resolved, escalated or waiting on a human."""
+async def wait_for(
+    database_url: str,
+    ticket_ids: list[str],
+    timeout: float = 60.0,
+    until: frozenset[str] = SETTLED,
+) -> dict[str, str]:
+    """Poll the audit store until each ticket's status is in `until` (default: resolved,
+    escalated, waiting on a human, or dead-lettered) or the timeout passes."""
     conn = await connect(database_url)
     try:
         deadline = time.monotonic() + timeout
         statuses: dict[str, str] = {}
         while True:
             for tid in ticket_ids:
-                if statuses.get(tid) not in SETTLED:
+                if statuses.get(tid) not in until:
                     statuses[tid] = ticket_status(await ticket_events(conn, tid))
-            if all(s in SETTLED for s in statuses.values()) or time.monotonic() > deadline:
+            if all(s in until for s in statuses.values()) or time.monotonic() > deadline:
                 return statuses
             await asyncio.sleep(0.1)
     finally:

@@ -105,7 +105,7 @@ async def run_demo_set(settings: Settings, timeout: float = 60.0) -> bool:
     assert settings.database_url
     await demo.seed(settings.database_url, reset=True)
     items = demo.demo_set()
-    events: list[Any] = []
+    events: list[Any] = []  # ticket events, and the malformed one as raw (key, bytes)
     ids: list[str] = []
     for _label, body, _ in items:
         if isinstance(body, bytes):
@@ -150,6 +150,8 @@ def submit(
         data = orjson.loads(file.read_bytes())
     except FileNotFoundError:
         fail(f"{file}: no such file")
+    except OSError as exc:
+        fail(f"{file}: cannot read it ({exc.strerror or exc})")
     except orjson.JSONDecodeError as exc:
         fail(f"{file}: not valid JSON ({exc})")
     if not isinstance(data, dict):
@@ -208,7 +210,7 @@ def trace(
 
 @app.command()
 def status(state_dir: StateDir = DEFAULT_STATE) -> None:
-    """Services (alive, restarts), consumer lag per service, broker and database."""
+    """Services (pid, ready, restarts), consumer lag per service, broker and database."""
     from agentbus.shared.db import connect
 
     settings = connection(state_dir)
@@ -233,11 +235,15 @@ def status(state_dir: StateDir = DEFAULT_STATE) -> None:
     typer.echo(f"broker    {settings.kafka_bootstrap_servers}: {'ok' if isinstance(lag, dict) else lag}")
     typer.echo(f"database  {db}")
     alive = {s["service"]: s for s in info.services} if info else {}
-    typer.echo(f"{'service':<12} {'pid':>7}  {'lag':>6}")
+    typer.echo(f"{'service':<12} {'pid':>7}  {'state':<8} {'restarts':>8}  {'lag':>6}")
     for service in (*alive, *(k for k in (lag if isinstance(lag, dict) else {}) if k not in alive)):
-        pid = alive.get(service, {}).get("pid", "-")
+        proc = alive.get(service, {})
+        state = "ready" if proc.get("ready") else ("starting" if proc.get("alive") else "down")
         n = lag.get(service) if isinstance(lag, dict) else None
-        typer.echo(f"{service:<12} {pid!s:>7}  {'-' if n is None else n:>6}")
+        typer.echo(
+            f"{service:<12} {proc.get('pid', '-')!s:>7}  {state if proc else '-':<8} "
+            f"{proc.get('restarts', '-')!s:>8}  {'-' if n is None else n:>6}"
+        )
 
 
 @app.command()

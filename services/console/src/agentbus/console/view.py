@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import orjson
+from agentbus.shared.events import DecodeError, decode
 from agentbus.shared.status import ticket_status
 
 
@@ -20,10 +20,10 @@ class TicketView:
 
     def add_raw(self, value: bytes | None) -> None:
         try:
-            event = orjson.loads(value or b"")
-            event_id, ticket_id = event["event_id"], event.get("ticket_id")
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return  # not an event; its consumer dead-letters it and we show that instead
+            event = decode(value or b"").model_dump(mode="json")
+        except DecodeError:
+            return  # not a valid event; its consumer dead-letters it and we show that instead
+        event_id, ticket_id = event["event_id"], event["ticket_id"]
         if event_id in self.seen:
             return
         self.seen.add(event_id)

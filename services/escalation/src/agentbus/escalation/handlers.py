@@ -17,8 +17,6 @@ from agentbus.shared.events import (
 from . import handoffs
 from .store import EscalationStore
 
-APPROVER_ROLE = "refund-approver"
-
 
 class EscalationHandlers:
     def __init__(self, bus: Bus, store: EscalationStore | None = None) -> None:
@@ -58,7 +56,7 @@ class EscalationHandlers:
                 "tenant_id": event.tenant_id,
                 "proposal": proposal.model_dump(mode="json"),
                 "preview": handoffs.preview(proposal),
-                "required_role": APPROVER_ROLE,
+                "required_role": decision.approver_role or "approver",
                 "reason": decision.reason,
             }
         )

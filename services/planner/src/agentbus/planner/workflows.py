@@ -177,7 +177,8 @@ def _ineligibility(ctx: dict[str, Any], order: dict[str, Any]) -> str | None:
             f"({money(order['amount_cents'], order['currency'])})."
         )
     if order.get("refunded_cents", 0) > 0:
-        return f"Order {order_id} has already been refunded ({money(order['refunded_cents'])})."
+        refunded = money(order["refunded_cents"], order["currency"])
+        return f"Order {order_id} has already been refunded ({refunded})."
     return None
 
 

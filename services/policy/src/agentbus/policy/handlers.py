@@ -31,7 +31,12 @@ class PolicyHandlers:
     async def on_approval_decided(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ApprovalDecidedV1)
         bundle = self.bundle.current()
-        decision = rules.decide_approval(event.payload, bundle)
+        assert self.store is not None, "policy store not opened"
+        sent = await self.store.get(event.payload.proposal.action_id)
+        pending = None
+        if sent is not None and sent["payload"]["verdict"] == "needs_approval":
+            pending = ActionDecidedV1.model_validate(sent).payload.proposal
+        decision = rules.decide_approval(event.payload, bundle, pending)
         return [await self._record(event, decision, bundle.version, ":approval")]
 
     async def _record(self, cause: Event, decision: Decision, version: str, suffix: str) -> Event:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
-from .store import parse_time
+from agentbus.shared.events import DecodeError, decode
 
 log = logging.getLogger("agentbus.trace_sink")
 
@@ -16,19 +14,19 @@ def to_row(topic: str, partition: int, offset: int, value: bytes | None) -> tupl
     """One audit row, or None for bytes that are not an event (the owning consumer dead-letters
     those; the sink records the dead-letter event instead of a second copy)."""
     try:
-        event = orjson.loads(value or b"")
-        return (
-            event["event_id"],
-            event["type"],
-            int(event["version"]),
-            event.get("ticket_id"),
-            event.get("tenant_id"),
-            topic,
-            partition,
-            offset,
-            parse_time(event["occurred_at"]),
-            event,
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-        log.info("not an event at %s@%s:%s; left to its consumer", topic, partition, offset)
+        event = decode(value or b"")
+    except DecodeError as exc:
+        log.info("not a valid event at %s@%s:%s (%s); left to its consumer", topic, partition, offset, exc)
         return None
+    return (
+        event.event_id,
+        event.type,
+        event.version,
+        event.ticket_id,
+        event.tenant_id,
+        topic,
+        partition,
+        offset,
+        event.occurred_at,
+        event.model_dump(mode="json"),
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -38,7 +37,3 @@ async def recent_tickets(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 5
         limit,
     )
     return [r["ticket_id"] for r in rows]
-
-
-def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))

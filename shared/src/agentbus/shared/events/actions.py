@@ -38,6 +38,7 @@ class Decision(Model):
     reason: str = Field(description="human reason citing the policy section")
     capability: str | None = Field(default=None, description="signed, single-use grant on allow")
     approval_id: str | None = None
+    approver_role: str | None = Field(default=None, description="role that may approve (needs_approval)")
 
 
 class ActionDecidedV1(Event):

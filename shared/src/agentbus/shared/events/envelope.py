@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 

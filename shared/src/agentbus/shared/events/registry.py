@@ -57,7 +57,8 @@ def decode(raw: bytes) -> Event:
     if not isinstance(obj, dict):
         raise DecodeError("malformed", "an event must be a JSON object")
     event_type, version = obj.get("type"), obj.get("version")
-    if not isinstance(event_type, str) or not isinstance(version, int):
+    # type() not isinstance(): JSON true is a bool, which Python counts as the int 1.
+    if not isinstance(event_type, str) or type(version) is not int:
         raise DecodeError("invalid", "missing or mistyped envelope fields 'type'/'version'")
     if not any(t == event_type for t, _ in REGISTRY):
         raise DecodeError("unknown_type", f"unknown event type {event_type!r}")

@@ -1,0 +1,86 @@
+"""A published event version is never edited: committed schema files are pinned by their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from agentbus.shared.events.schemas import generate
+
+# (type, version) → sha256 of schemas/<type>/v<version>.json as published.
+# Never edit an entry. An incompatible change is a new model version (e.g. TicketReceivedV2), a new
+# schema file, a new entry here, and an upcaster from the old version in
+# agentbus.shared.events.registry.UPCASTERS.
+PUBLISHED: dict[tuple[str, int], str] = {
+    ("action.decided", 1): "0939f03850320a9376629f2eaad6ec5c868c4428690ee775f940acdb3eac704c",
+    ("action.executed", 1): "4a52c7dfdca5a7b627b660fe1cdd69592827602ea15336d2c694ea22263c2d20",
+    ("action.proposed", 1): "d1238251e72ab75b9347c93b79db01d1d4af830ce6518c752db23baa1eac0e6b",
+    ("action.verified", 1): "9a3bbca3547f021c9f00526694b5636f71d9162d964747110fb54df0ab7901b2",
+    ("approval.decided", 1): "781f5c21b570062ac09f7329bd6ba278011b113523ffbc4cce92cbb134d25825",
+    ("control.switch", 1): "99c1fa45595c7bf70f206826a001f44d7817bffadb12e6b3d9704c7241887e36",
+    ("deadletter.recorded", 1): "04c0e627acb48dabb69fa4ef9a6ac95e87db17daadb24dff720ac6c5e3fb4c25",
+    ("escalation.requested", 1): "494506367eb1964e7a8bb983066cf41c2e0937b663d3fb848e53a8b48ceb852f",
+    ("task.classified", 1): "15a75ce5fce6ebaa60e69585d28cb87c21177d6fb80d5e13884e3ccb73eb8019",
+    ("task.finished", 1): "383cbfd4e1bf2e120ab65cd436772c879eb88948e70ca3d5bc0cd29303428c3d",
+    ("ticket.received", 1): "40f53156ca33a39dfcbf0524dd0e768a41bc479506f2dae4733e2e0362ed7962",
+}
+
+ADVICE = (
+    "published event versions are immutable: do not edit {rel}. Restore it, then add a new "
+    "version instead (a new model such as {cls}V{next}, schemas/{type}/v{next}.json, and an "
+    "upcaster for ({type!r}, {version}) in agentbus.shared.events.registry.UPCASTERS)."
+)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def rel(event_type: str, version: int) -> str:
+    return f"{event_type}/v{version}.json"
+
+
+def advice(event_type: str, version: int) -> str:
+    cls = "".join(part.capitalize() for part in event_type.split("."))
+    return ADVICE.format(
+        rel=f"schemas/{rel(event_type, version)}",
+        cls=cls,
+        next=version + 1,
+        type=event_type,
+        version=version,
+    )
+
+
+@pytest.mark.parametrize(("event_type", "version"), sorted(PUBLISHED), ids=lambda v: str(v))
+def test_committed_schema_is_unchanged(schemas_dir: Path, event_type: str, version: int) -> None:
+    path = schemas_dir / rel(event_type, version)
+    assert path.is_file(), f"schemas/{rel(event_type, version)} was deleted; " + advice(event_type, version)
+    expected = PUBLISHED[(event_type, version)]
+    assert sha256(path.read_bytes()) == expected, advice(event_type, version)
+
+
+@pytest.mark.parametrize(("event_type", "version"), sorted(PUBLISHED), ids=lambda v: str(v))
+def test_model_still_produces_the_published_schema(event_type: str, version: int) -> None:
+    generated = generate().get(rel(event_type, version))
+    assert generated is not None, (
+        f"no model produces {event_type} v{version} any more; keep the published model and "
+        "register an upcaster instead of removing it"
+    )
+    assert sha256(generated) == PUBLISHED[(event_type, version)], advice(event_type, version)
+
+
+def test_every_committed_schema_is_pinned(schemas_dir: Path) -> None:
+    committed = {(p.parent.name, int(p.stem.removeprefix("v"))) for p in schemas_dir.glob("*/v*.json")}
+    unpinned = sorted(committed - set(PUBLISHED))
+    assert not unpinned, (
+        f"new schema versions {unpinned}: once released, add their sha256 to PUBLISHED in "
+        "tests/contract/test_published_versions.py"
+    )
+
+
+def test_advice_names_the_fix() -> None:
+    text = advice("ticket.received", 1)
+    assert "schemas/ticket.received/v1.json" in text
+    assert "TicketReceivedV2" in text
+    assert "UPCASTERS" in text

@@ -1,0 +1,150 @@
+"""Builders for minimal valid agentbus events and payloads, shared by unit and contract tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentbus.shared.events import (
+    ActionDecidedV1,
+    ActionExecutedV1,
+    ActionProposedV1,
+    ActionVerifiedV1,
+    ApprovalDecidedV1,
+    ApprovalDecision,
+    ControlSwitchV1,
+    DeadLetter,
+    DeadLetterRecordedV1,
+    Decision,
+    EscalationRequest,
+    EscalationRequestedV1,
+    Event,
+    Execution,
+    Producer,
+    Proposal,
+    Switch,
+    TaskClassified,
+    TaskClassifiedV1,
+    TaskFinishedV1,
+    TaskOutcome,
+    TicketReceived,
+    TicketReceivedV1,
+    Verification,
+)
+
+PRODUCER = Producer(service="tests", version="0.0.0", instance="pytest-1")
+TENANT = "acme"
+CUSTOMER = "C-1"
+
+
+def ticket(**overrides: Any) -> TicketReceived:
+    """A refund ticket for ORD-1001 unless overridden."""
+    data: dict[str, Any] = {
+        "ticket_id": "T-1",
+        "tenant_id": TENANT,
+        "channel": "email",
+        "customer": {"id": CUSTOMER, "email": "dana@example.com"},
+        "subject": "Refund for ORD-1001",
+        "body": "Hello, the item is not what I wanted. Please refund me.",
+        "order_id": "ORD-1001",
+    }
+    data.update(overrides)
+    return TicketReceived.model_validate(data)
+
+
+def ticket_dict(**overrides: Any) -> dict[str, Any]:
+    return ticket(**overrides).model_dump(mode="json")
+
+
+def proposal(**overrides: Any) -> Proposal:
+    data: dict[str, Any] = {
+        "action_id": "act-T-1-1",
+        "workflow": "refunds",
+        "agent": "agent:refunds",
+        "tool": "payments.issue_refund",
+        "args": {"order_id": "ORD-1001", "amount_cents": 2000, "currency": "USD"},
+        "idempotency_key": "acme:T-1:1:payments.issue_refund",
+    }
+    data.update(overrides)
+    return Proposal.model_validate(data)
+
+
+def payloads() -> dict[type[Event], Any]:
+    """One minimal valid payload per event model."""
+    prop = proposal()
+    return {
+        TicketReceivedV1: ticket(),
+        TaskClassifiedV1: TaskClassified(
+            intent="refund_request",
+            workflow="refunds",
+            language="en",
+            eligible=True,
+            risk_tier="medium",
+            reasons=["intake.intent.refund_keywords"],
+            customer_id=CUSTOMER,
+            order_id="ORD-1001",
+            subject="Refund for ORD-1001",
+            channel="email",
+        ),
+        ActionProposedV1: prop,
+        ActionDecidedV1: Decision(
+            proposal=prop, verdict="allow", rule_ids=["refund.autonomous"], reason="§3.1"
+        ),
+        ActionExecutedV1: Execution(
+            action_id=prop.action_id,
+            tool=prop.tool,
+            args=prop.args,
+            idempotency_key=prop.idempotency_key,
+            status="succeeded",
+            result={"refund_id": "RF-1"},
+        ),
+        ActionVerifiedV1: Verification(
+            action_id=prop.action_id, tool=prop.tool, verified=True, check="refund_recorded"
+        ),
+        TaskFinishedV1: TaskOutcome(outcome="resolved", summary="done"),
+        EscalationRequestedV1: EscalationRequest(reason="out_of_scope", summary="a human should answer"),
+        ApprovalDecidedV1: ApprovalDecision(
+            approval_id="APR-1",
+            proposal=prop,
+            approved=True,
+            approver="user:alice",
+            role="refund-approver",
+        ),
+        ControlSwitchV1: Switch(
+            scope="tool",
+            target="payments.issue_refund",
+            engaged=True,
+            reason="test",
+            actor="user:ops",
+        ),
+        DeadLetterRecordedV1: DeadLetter(
+            source_topic="tickets.received",
+            partition=0,
+            offset=7,
+            original_b64="e30=",
+            reason="not JSON",
+            error_type="malformed",
+            consumer="intake",
+        ),
+    }
+
+
+def event(model: type[Event], payload: Any = None, **envelope: Any) -> Event:
+    """A minimal valid instance of `model` for ticket T-1 (payload from `payloads()` by default)."""
+    fields: dict[str, Any] = {"ticket_id": "T-1", "tenant_id": TENANT, "producer": PRODUCER}
+    fields.update(envelope)
+    return model(payload=payloads()[model] if payload is None else payload, **fields)
+
+
+def order_result(**overrides: Any) -> dict[str, Any]:
+    """What executor.tools.get_order returns for a found, delivered, unrefunded $20 order."""
+    data: dict[str, Any] = {
+        "found": True,
+        "order_id": "ORD-1001",
+        "status": "delivered",
+        "amount_cents": 2000,
+        "currency": "USD",
+        "customer_matches": True,
+        "refunded_cents": 0,
+    }
+    data.update(overrides)
+    return data

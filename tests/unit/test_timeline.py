@@ -1,0 +1,92 @@
+"""`agentbus trace` rendering: one line per event, in order, with verdicts and rule ids."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import builders
+from agentbus.cli.timeline import describe, render
+from agentbus.shared.events import (
+    ActionDecidedV1,
+    ActionProposedV1,
+    Decision,
+    TaskClassifiedV1,
+    TaskFinishedV1,
+    TicketReceivedV1,
+)
+from agentbus.shared.serialization import dumps, loads
+
+OFFSET = re.compile(r"\+\s*(\d+(?:\.\d+)?)ms")
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def chain() -> list[dict[str, Any]]:
+    payloads = builders.payloads()
+    decision = Decision(
+        proposal=payloads[ActionProposedV1],
+        verdict="needs_approval",
+        rule_ids=["refund.needs_approval"],
+        reason="A $40.00 refund needs approval",
+    )
+    models = [
+        (TicketReceivedV1, None),
+        (TaskClassifiedV1, None),
+        (ActionProposedV1, None),
+        (ActionDecidedV1, decision),
+        (TaskFinishedV1, None),
+    ]
+    return [
+        loads(
+            dumps(
+                builders.event(
+                    m,
+                    payload,
+                    occurred_at=T0 + timedelta(milliseconds=250 * n),
+                    step=n,
+                    policy_version="sha256:abc",
+                )
+            )
+        )
+        for n, (m, payload) in enumerate(models)
+    ]
+
+
+def test_one_line_per_event_in_order() -> None:
+    events = chain()
+    lines = render("T-1", events, "resolved").splitlines()
+    assert lines[0].startswith("ticket T-1")
+    assert "status: resolved" in lines[0]
+    assert "5 events" in lines[0]
+    body = lines[1:]
+    assert len(body) == len(events)
+    for n, (line, event) in enumerate(zip(body, events, strict=True), 1):
+        assert line.strip().startswith(f"{n}.")
+        assert event["type"] in line
+        assert "tests" in line  # producer service
+    offsets = [float(m.group(1)) for line in body if (m := OFFSET.search(line))]
+    assert offsets == [0.0, 250.0, 500.0, 750.0, 1000.0]
+
+
+def test_decided_line_has_upper_case_verdict_and_rules() -> None:
+    line = render("T-1", chain(), "awaiting_approval").splitlines()[4]
+    assert "action.decided" in line
+    assert "NEEDS_APPROVAL" in line
+    assert "rules=refund.needs_approval" in line
+    assert "[policy sha256:abc]" in line
+
+
+def test_descriptions_name_the_key_facts() -> None:
+    received, classified, proposed, _, finished = chain()
+    assert "order=ORD-1001" in describe(received)
+    assert "C-1" in describe(received)
+    assert "intent=refund_request" in describe(classified)
+    assert "rules=intake.intent.refund_keywords" in describe(classified)
+    assert "payments.issue_refund" in describe(proposed)
+    assert '"amount_cents":2000' in describe(proposed)
+    assert describe(finished).startswith("RESOLVED")
+
+
+def test_no_events() -> None:
+    assert render("T-404", [], "unknown") == "no events recorded for ticket T-404"
