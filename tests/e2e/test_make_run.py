@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from agentbus.cli import demo
 from agentbus.cli.runtime import free_port
 
 pytestmark = pytest.mark.e2e
@@ -101,6 +102,20 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             assert re.search(rf"^{service}\s+\d+\s+ready\s+0\s+0$", status.stdout, re.MULTILINE), (
                 status.stdout
             )
+
+        # An upstream system submits a ticket and waits: ORD-1001 was refunded by the demo, so a
+        # second request for it is handed to a human.
+        ticket = tmp_path / "ticket.json"
+        ticket.write_bytes(orjson.dumps(demo.refund_ticket("ORD-1001", ticket_id="T-AGAIN")))
+        again = cli("submit", str(ticket), "--wait", env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines()[-1] == "T-AGAIN: escalated"
+        summary = cli("trace", "T-AGAIN", env=env, cwd=tmp_path).stdout
+        assert "has already been refunded ($20.00)" in summary
+
+        rerun = cli("demo", env=env, cwd=tmp_path)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert rerun.stdout.count(" ok") == 6
 
         missing = cli("trace", "T-NOPE", env=env, cwd=tmp_path)
         assert missing.returncode == 2 and "no events recorded" in missing.stderr
