@@ -8,6 +8,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from .settings import Settings
+
 MIGRATIONS_PACKAGE = "agentbus.shared.migrations"
 # Any fixed number works; it only has to be the same in every process that migrates.
 _MIGRATION_LOCK_ID = 7_364_211
@@ -27,6 +29,13 @@ async def create_pool(dsn: str, *, max_size: int = 4, **kwargs: Any) -> asyncpg.
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, init=_init_connection, **kwargs)
     assert pool is not None
     return pool
+
+
+async def open_pool(settings: Settings) -> asyncpg.Pool:
+    """The service's pool, or a clear error when it was started without a database."""
+    if not settings.database_url:
+        raise RuntimeError(f"DATABASE_URL is not set: the {settings.service} service needs Postgres")
+    return await create_pool(settings.database_url, max_size=settings.db_pool_max)
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

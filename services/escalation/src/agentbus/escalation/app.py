@@ -2,7 +2,7 @@
 
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
-from agentbus.shared.db import create_pool
+from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
 
 from .handlers import EscalationHandlers
@@ -18,6 +18,4 @@ app = bus.app()
 
 @app.on_startup
 async def open_store() -> None:
-    assert settings.database_url, "DATABASE_URL is required by the escalation service"
-    pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
-    handlers.store = PgEscalationStore(pool)
+    handlers.store = PgEscalationStore(await open_pool(settings))

@@ -2,7 +2,7 @@
 
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
-from agentbus.shared.db import create_pool
+from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
 
 from .handlers import ExecutorHandlers
@@ -16,7 +16,6 @@ app = bus.app()
 
 
 @app.on_startup
-async def open_pool() -> None:
-    assert settings.database_url, "DATABASE_URL is required by the executor"
-    handlers.pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+async def open_database() -> None:
+    handlers.pool = await open_pool(settings)
     handlers.ledger = PgEffectLedger(handlers.pool)

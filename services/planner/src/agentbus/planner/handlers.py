@@ -3,7 +3,7 @@ an escalation request, or tasks.finished."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
@@ -19,7 +19,7 @@ from agentbus.shared.events import (
 
 from . import workflows
 from .store import TaskStore
-from .workflows import Transition
+from .workflows import TaskState, Transition
 
 
 class PlannerHandlers:
@@ -41,25 +41,24 @@ class PlannerHandlers:
         return await self._apply(event, transition)
 
     async def on_action_verified(self, event: Event) -> Sequence[Event]:
-        assert isinstance(event, ActionVerifiedV1) and event.ticket_id
-        loaded = await self._store.load(event.ticket_id)
-        if loaded is None:
-            return []
-        state, memo = loaded
-        transition = workflows.on_verified(state, event.payload)
-        if transition is None:
-            return self._replay(memo, event)
-        return await self._apply(event, transition)
+        assert isinstance(event, ActionVerifiedV1)
+        return await self._advance(event, lambda state: workflows.on_verified(state, event.payload))
 
     async def on_action_decided(self, event: Event) -> Sequence[Event]:
-        assert isinstance(event, ActionDecidedV1) and event.ticket_id
+        assert isinstance(event, ActionDecidedV1)
         if event.payload.verdict != "deny":
             return []
+        return await self._advance(event, lambda state: workflows.on_denied(state, event.payload))
+
+    async def _advance(self, event: Event, step: Callable[[TaskState], Transition | None]) -> Sequence[Event]:
+        """Apply one input to the ticket's task; an input the task no longer waits for is either
+        the redelivery of the last one (its outputs go out again) or stale (nothing happens)."""
+        assert event.ticket_id
         loaded = await self._store.load(event.ticket_id)
         if loaded is None:
             return []
         state, memo = loaded
-        transition = workflows.on_denied(state, event.payload)
+        transition = step(state)
         if transition is None:
             return self._replay(memo, event)
         return await self._apply(event, transition)

@@ -4,7 +4,7 @@ from typing import Any
 
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
-from agentbus.shared.db import create_pool
+from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
 
 from . import store
@@ -26,6 +26,5 @@ app = bus.app()
 
 
 @app.on_startup
-async def open_pool() -> None:
-    assert settings.database_url, "DATABASE_URL is required by the trace sink"
-    state["pool"] = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+async def open_database() -> None:
+    state["pool"] = await open_pool(settings)

@@ -2,7 +2,7 @@
 
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
-from agentbus.shared.db import create_pool
+from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
 
 from .handlers import VerifierHandlers
@@ -15,6 +15,5 @@ app = bus.app()
 
 
 @app.on_startup
-async def open_pool() -> None:
-    assert settings.database_url, "DATABASE_URL is required by the verifier (systems of record)"
-    handlers.pool = await create_pool(settings.database_url, max_size=settings.db_pool_max)
+async def open_database() -> None:
+    handlers.pool = await open_pool(settings)  # reads the systems of record back
