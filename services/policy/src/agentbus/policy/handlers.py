@@ -37,7 +37,10 @@ class PolicyHandlers:
         if sent is not None and sent["payload"]["verdict"] == "needs_approval":
             pending = ActionDecidedV1.model_validate(sent).payload.proposal
         decision = rules.decide_approval(event.payload, bundle, pending)
-        return [await self._record(event, decision, bundle.version, ":approval")]
+        # Keyed per approval, not per action: one forged or mistaken approval event must not fix
+        # the outcome for every later one. Two allows for one action still act once (effect ledger).
+        suffix = f":approval:{event.payload.approval_id}"
+        return [await self._record(event, decision, bundle.version, suffix)]
 
     async def _record(self, cause: Event, decision: Decision, version: str, suffix: str) -> Event:
         assert self.store is not None, "policy store not opened"
