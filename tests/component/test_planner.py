@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import builders
 import pytest
 from agentbus.planner.handlers import PlannerHandlers
 from agentbus.planner.workflows import TaskState
@@ -13,8 +14,6 @@ from agentbus.shared.events import (
     ActionProposedV1,
     ActionVerifiedV1,
     Event,
-    Producer,
-    TaskClassified,
     TaskClassifiedV1,
     Verification,
     decode,
@@ -51,25 +50,10 @@ def planner() -> tuple[Bus, MemoryTaskStore, list[Event]]:
     return bus, store, proposed
 
 
-def classified(ticket_id: str = "T-1", order_id: str = "ORD-1001") -> TaskClassifiedV1:
-    return TaskClassifiedV1(
-        ticket_id=ticket_id,
-        tenant_id="acme",
-        step=1,
-        producer=Producer(service="intake", version="test", instance="t"),
-        payload=TaskClassified(
-            intent="refund_request",
-            workflow="refunds",
-            language="en",
-            eligible=True,
-            risk_tier="medium",
-            reasons=["test"],
-            customer_id="C-1",
-            order_id=order_id,
-            subject="refund",
-            channel="email",
-        ),
-    )
+def classified() -> TaskClassifiedV1:
+    event = builders.event(TaskClassifiedV1, step=1)
+    assert isinstance(event, TaskClassifiedV1)
+    return event
 
 
 async def test_classified_task_gets_one_proposal_and_a_redelivery_repeats_it(planner):
@@ -98,15 +82,7 @@ async def test_verified_order_advances_to_the_refund_and_a_stale_verification_is
             tool="orders.get_order",
             verified=True,
             check="read_only",
-            result={
-                "found": True,
-                "order_id": "ORD-1001",
-                "status": "delivered",
-                "amount_cents": 2000,
-                "currency": "USD",
-                "customer_matches": True,
-                "refunded_cents": 0,
-            },
+            result=builders.order_result(),
         )
         verified = first.answer(ActionVerifiedV1, verification, bus.producer)
         await bus.publish(verified)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 from collections.abc import Sequence
 
+import builders
 import pytest
 from agentbus.cli.client import ticket_event
 from agentbus.cli.demo import refund_ticket
@@ -14,9 +15,7 @@ from agentbus.shared.bus import Bus, ensure_topics
 from agentbus.shared.events import (
     DeadLetterRecordedV1,
     Event,
-    TaskClassified,
     TaskClassifiedV1,
-    TicketReceivedV1,
     decode,
 )
 from agentbus.shared.serialization import dumps
@@ -71,23 +70,8 @@ async def read_all(
         await consumer.stop()
 
 
-def classified_for(event: TicketReceivedV1, bus: Bus) -> TaskClassifiedV1:
-    return event.answer(
-        TaskClassifiedV1,
-        TaskClassified(
-            intent="refund_request",
-            workflow="refunds",
-            language="en",
-            eligible=True,
-            risk_tier="low",
-            reasons=["test"],
-            customer_id="C-1",
-            order_id="ORD-1",
-            subject="s",
-            channel="email",
-        ),
-        bus.producer,
-    )
+def classified_for(event: Event, bus: Bus) -> TaskClassifiedV1:
+    return event.answer(TaskClassifiedV1, builders.payloads()[TaskClassifiedV1], bus.producer)
 
 
 async def run_bus(bus: Bus, until, timeout: float = 30) -> None:

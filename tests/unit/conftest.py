@@ -1,4 +1,4 @@
-"""Shared fixtures for the unit tests (no broker, no database); event builders live in builders.py."""
+"""Shared fixtures for the unit tests (no broker, no database); event builders live in tests/builders.py."""
 
 from __future__ import annotations
 
