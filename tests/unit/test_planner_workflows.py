@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agentbus.planner import workflows
-from agentbus.planner.workflows import STEPS, TaskState, Transition, on_denied, on_verified, start
+from agentbus.planner.workflows import refunds as workflows
+from agentbus.planner.workflows.base import TaskState, Transition
+from agentbus.planner.workflows.refunds import STEPS, on_denied, on_verified, start
 from agentbus.shared.events import Decision, Verification
 from builders import order_result
 

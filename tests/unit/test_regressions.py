@@ -9,8 +9,8 @@ import orjson
 import pytest
 from agentbus.cli.main import app
 from agentbus.console.view import TicketView
-from agentbus.planner.workflows import on_verified, start
-from agentbus.policy.rules import Bundle, decide_approval
+from agentbus.planner.workflows.refunds import on_verified, start
+from agentbus.policy import bundles, engine
 from agentbus.shared.events import (
     ApprovalDecision,
     DecodeError,
@@ -21,7 +21,7 @@ from agentbus.shared.events import (
 from agentbus.shared.serialization import dumps, loads
 from typer.testing import CliRunner
 
-BUNDLE = Path(__file__).resolve().parents[2] / "policies" / "refunds" / "bundle.toml"
+BUNDLE = Path(__file__).resolve().parents[2] / "policies" / "refunds"
 
 
 # Regression 1 (policy/rules.py decide_approval): an approval grants `allow` for whatever proposal the
@@ -36,7 +36,7 @@ BUNDLE = Path(__file__).resolve().parents[2] / "policies" / "refunds" / "bundle.
     ids=["above_approval_limit", "tool_not_allowed", "wrong_agent"],
 )
 def test_approval_cannot_widen_policy(proposal: object) -> None:
-    bundle = Bundle.parse(BUNDLE.read_bytes())
+    bundle = bundles.load(BUNDLE)
     approval = ApprovalDecision(
         approval_id="APR-1",
         proposal=proposal,  # type: ignore[arg-type]
@@ -45,8 +45,9 @@ def test_approval_cannot_widen_policy(proposal: object) -> None:
         role="refund-approver",
     )
     # Even when the malicious proposal is what was pending, policy re-checks it: no widening.
-    assert decide_approval(approval, bundle, proposal).verdict == "deny"  # type: ignore[arg-type]
-    assert decide_approval(approval, bundle, None).rule_ids == ["approval.unmatched"]
+    current = engine.evaluate(proposal, bundle, ticket_id="T-1", tenant_id="acme", facts={})  # type: ignore[arg-type]
+    assert engine.resolve_approval(approval, proposal, current, bundle).verdict == "deny"  # type: ignore[arg-type]
+    assert engine.resolve_approval(approval, None, current, bundle).rule_ids == ["approval.unmatched"]
 
 
 # Regression 2 (console/view.py TicketView.summary): a JSON event whose payload is not an object (an
@@ -79,7 +80,7 @@ def test_decode_rejects_boolean_version() -> None:
         decode(orjson.dumps(obj))
 
 
-# Regression 5 (planner/workflows.py _ineligibility): the already-refunded amount ignores the order's
+# Regression 5 (planner/workflows/refunds.py _ineligibility): the already-refunded amount ignores the order's
 # currency and always prints dollars.
 def test_already_refunded_summary_uses_the_order_currency() -> None:
     t = start("T-1", "acme", "C-1", "ORD-1001", "en")

@@ -90,3 +90,10 @@ def test_descriptions_name_the_key_facts() -> None:
 
 def test_no_events() -> None:
     assert render("T-404", [], "unknown") == "no events recorded for ticket T-404"
+
+
+def test_classified_line_shows_facts_only_when_there_are_some() -> None:
+    _, classified, *_ = chain()
+    assert "facts=" not in describe(classified)
+    with_facts = {**classified, "payload": {**classified["payload"], "facts": {"user_id": "U-100"}}}
+    assert 'facts={"user_id":"U-100"}' in describe(with_facts)

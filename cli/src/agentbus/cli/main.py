@@ -16,11 +16,14 @@ from agentbus.shared.events import schemas as event_schemas
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
-from . import client, demo, timeline
+from . import approvals, client, demo, policy, timeline
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
 
 app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
+app.add_typer(approvals.app, name="approvals")
+
+app.add_typer(policy.app, name="policy")
 
 StateDir = Annotated[
     Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
@@ -58,10 +61,14 @@ def up(
     state_dir: StateDir = DEFAULT_STATE,
     run_demo: Annotated[bool, typer.Option("--demo", help="submit the demo set once up")] = False,
     console_port: Annotated[int, typer.Option(envvar="AGENTBUS_CONSOLE_PORT")] = 8080,
+    scale: Annotated[
+        list[str] | None, typer.Option(help="processes for a service, e.g. --scale executor=2")
+    ] = None,
 ) -> None:
     """Start broker (unless KAFKA_BOOTSTRAP_SERVERS), Postgres (unless DATABASE_URL) and every
     service as a supervised process; Ctrl-C stops everything."""
-    stack = Stack.from_env(state_dir.resolve(), console_port=console_port)
+    replicas = parse_scale(scale or [])
+    stack = Stack.from_env(state_dir.resolve(), console_port=console_port, replicas=replicas)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -77,6 +84,7 @@ def up(
             bootstrap=stack.bootstrap,
             database_url=stack.database_url,
             console_url=stack.console_url,
+            approvals_url=stack.approvals_url,
             topic_prefix=stack.topic_prefix,
             supervisor_pid=os.getpid(),
             services=stack.supervisor.describe(),
@@ -88,6 +96,7 @@ def up(
         typer.echo(f"database {database}")
         typer.echo(f"logs     {stack.state_dir / 'logs'}")
         typer.secho(f"console  {stack.console_url}", bold=True)
+        typer.echo(f"approvals {stack.approvals_url}")
         if run_demo:
             ok = asyncio.run(run_demo_set(stack.settings(), timeout=90))
             typer.echo("demo " + ("finished: every ticket reached its expected state" if ok else "FAILED"))
@@ -99,6 +108,19 @@ def up(
         typer.echo("stopping agentbus…")
         stack.stop()
         (stack.state_dir / "runtime.json").unlink(missing_ok=True)
+
+
+def parse_scale(items: list[str]) -> dict[str, int]:
+    """`service=N` pairs, checked against the services there are."""
+    from .runtime import SERVICES
+
+    replicas: dict[str, int] = {}
+    for item in items:
+        name, _, count = item.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            fail(f"--scale {item!r}: expected SERVICE=N with N >= 1 and SERVICE one of {', '.join(SERVICES)}")
+        replicas[name] = int(count)
+    return replicas
 
 
 async def run_demo_set(settings: Settings, timeout: float = 60.0) -> bool:

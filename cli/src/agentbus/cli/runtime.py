@@ -18,7 +18,8 @@ from typing import IO, Any
 
 import orjson
 
-# Each service is its own process; the console is an ASGI app, the rest FastStream apps.
+# Each service is its own process: FastStream apps, and two ASGI apps served by uvicorn (escalation
+# with its approvals API, and the console).
 SERVICES: dict[str, list[str]] = {
     name: [sys.executable, "-m", "faststream", "run", f"agentbus.{module}.app:app"]
     for name, module in (
@@ -27,10 +28,10 @@ SERVICES: dict[str, list[str]] = {
         ("policy", "policy"),
         ("executor", "executor"),
         ("verifier", "verifier"),
-        ("escalation", "escalation"),
-        ("trace-sink", "trace_sink"),
     )
 }
+SERVICES["escalation"] = [sys.executable, "-m", "agentbus.escalation"]
+SERVICES["trace-sink"] = [sys.executable, "-m", "faststream", "run", "agentbus.trace_sink.app:app"]
 SERVICES["console"] = [sys.executable, "-m", "agentbus.console"]
 
 
@@ -158,6 +159,11 @@ class Supervisor:
     env: dict[str, str]
     log_dir: Path
     services: dict[str, list[str]] = field(default_factory=lambda: dict(SERVICES))
+    # Per-service additions: each process gets only its own secrets (e.g. the signing key).
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Processes per service (default 1); replicas share the service's consumer groups, so Kafka
+    # splits the partitions between them. The second policy process is named "policy-2".
+    replicas: dict[str, int] = field(default_factory=dict)
     procs: dict[str, ServiceProcess] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -166,14 +172,17 @@ class Supervisor:
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, argv in self.services.items():
-            env = {
-                **self.env,
-                "AGENTBUS_SERVICE": name,
-                "AGENTBUS_READY_FILE": str(self.log_dir.parent / "ready" / name),
-            }
-            sp = ServiceProcess(name, argv, env, self.log_dir / f"{name}.log")
-            sp.spawn()
-            self.procs[name] = sp
+            for n in range(1, self.replicas.get(name, 1) + 1):
+                proc_name = name if n == 1 else f"{name}-{n}"
+                env = {
+                    **self.env,
+                    "AGENTBUS_SERVICE": name,
+                    "AGENTBUS_READY_FILE": str(self.log_dir.parent / "ready" / proc_name),
+                    **self.service_env.get(name, {}),
+                }
+                sp = ServiceProcess(proc_name, argv, env, self.log_dir / f"{proc_name}.log")
+                sp.spawn()
+                self.procs[proc_name] = sp
         self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._thread.start()
 
@@ -271,6 +280,7 @@ class RuntimeInfo:
     topic_prefix: str
     supervisor_pid: int
     services: list[dict[str, Any]]
+    approvals_url: str | None = None  # escalation's approvals API (absent in older files)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

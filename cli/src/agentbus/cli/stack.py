@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentbus.shared.bus import ensure_topics
+from agentbus.shared.capabilities import generate_keypair
 from agentbus.shared.db import migrate
 from agentbus.shared.settings import Settings
 
 from . import demo
-from .runtime import EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port
+from .runtime import EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port, wait_port
 
 # Tansu holds JoinGroup for half the session timeout: keep consumer starts short on it.
 EMBEDDED_BROKER_ENV = {
@@ -39,7 +41,9 @@ class Stack:
     database_url: str | None = None  # None = start embedded Postgres
     topic_prefix: str = ""
     console_port: int | None = None
+    escalation_port: int | None = None  # the approvals API; None = a free port
     services: list[str] | None = None  # None = all
+    replicas: dict[str, int] = field(default_factory=dict)  # processes per service (default 1)
     extra_env: dict[str, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
@@ -51,12 +55,17 @@ class Stack:
             state_dir=state_dir,
             bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             database_url=os.environ.get("DATABASE_URL") or None,
+            escalation_port=int(port) if (port := os.environ.get("AGENTBUS_ESCALATION_PORT")) else None,
             **kwargs,  # type: ignore[arg-type]
         )
 
     @property
     def console_url(self) -> str:
         return f"http://127.0.0.1:{self.console_port}"
+
+    @property
+    def approvals_url(self) -> str:
+        return f"http://127.0.0.1:{self.escalation_port}"
 
     def settings(self) -> Settings:
         assert self.bootstrap and self.database_url
@@ -79,6 +88,7 @@ class Stack:
             self.postgres = EmbeddedPostgres()
             self.database_url = self.postgres.start()
         self.console_port = self.console_port or free_port()
+        self.escalation_port = self.escalation_port or free_port()
         settings = self.settings()
         await ensure_topics(settings)
         await migrate(self.database_url)
@@ -90,17 +100,49 @@ class Stack:
             "AGENTBUS_TOPIC_PREFIX": self.topic_prefix,
             "AGENTBUS_POLICIES_DIR": str(repo_root() / "policies"),
             "AGENTBUS_CONSOLE_PORT": str(self.console_port),
+            "AGENTBUS_ESCALATION_PORT": str(self.escalation_port),
             "PYTHONUNBUFFERED": "1",
             **(EMBEDDED_BROKER_ENV if self.broker else {}),
             **self.extra_env,
         }
-        self.supervisor = Supervisor(env=env, log_dir=logs)
+        # Secrets go to the one process that needs them; the generic env must not carry them.
+        for name in ("AGENTBUS_SIGNING_KEY", "AGENTBUS_SIGNING_KEY_FILE", "AGENTBUS_SIGNING_KEY_ID"):
+            env.pop(name, None)
+        self.supervisor = Supervisor(
+            env=env, log_dir=logs, service_env=self.capability_env(), replicas=dict(self.replicas)
+        )
         if self.services is not None:
             self.supervisor.services = {
                 k: v for k, v in self.supervisor.services.items() if k in self.services
             }
         self.supervisor.start()
         await asyncio.to_thread(self.supervisor.wait_ready)
+        if "escalation" in self.supervisor.services:
+            # Ready means its consumers joined; uvicorn binds the API port just after that.
+            await asyncio.to_thread(wait_port, "127.0.0.1", self.escalation_port)
+
+    def capability_env(self) -> dict[str, dict[str, str]]:
+        """Signing key for the policy decider only, public keys for the executor only. Taken from
+        the environment when set (rotation is the operator's), else one keypair per state dir."""
+        signing = {
+            k: v
+            for k in ("AGENTBUS_SIGNING_KEY", "AGENTBUS_SIGNING_KEY_FILE", "AGENTBUS_SIGNING_KEY_ID")
+            if (v := os.environ.get(k))
+        }
+        verify = {
+            k: v for k in ("AGENTBUS_VERIFY_KEYS", "AGENTBUS_VERIFY_KEYS_DIR") if (v := os.environ.get(k))
+        }
+        if not signing:
+            private_dir, public_dir = self.state_dir / "keys" / "private", self.state_dir / "keys" / "public"
+            existing = sorted(private_dir.glob("*.key"))
+            key_file = existing[-1] if existing else None
+            if key_file is None:
+                key_file, pub_file = generate_keypair(private_dir, f"policy-{int(time.time())}")
+                public_dir.mkdir(parents=True, exist_ok=True)
+                pub_file.rename(public_dir / pub_file.name)
+            signing = {"AGENTBUS_SIGNING_KEY_FILE": str(key_file)}
+            verify = verify or {"AGENTBUS_VERIFY_KEYS_DIR": str(public_dir)}
+        return {"policy": signing, "executor": verify}
 
     def stop(self) -> None:
         if self.supervisor:

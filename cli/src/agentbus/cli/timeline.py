@@ -18,9 +18,10 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "ticket.received":
         return f"{p['channel']} from {p['customer']['id']}: {p['subject']!r} order={p.get('order_id')}"
     if kind == "task.classified":
+        facts = f" facts={_args(p['facts'])}" if p.get("facts") else ""
         return (
             f"intent={p['intent']} workflow={p['workflow']} eligible={p['eligible']} "
-            f"risk={p['risk_tier']} lang={p['language']} rules={','.join(p['reasons'])}"
+            f"risk={p['risk_tier']} lang={p['language']} rules={','.join(p['reasons'])}{facts}"
         )
     if kind == "action.proposed":
         return f"{p['action_id']} {p['tool']} {_args(p['args'])}"

@@ -50,11 +50,31 @@ class Settings(BaseSettings):
     # Touched once the service's consumers have joined (readiness for `agentbus up` and probes).
     ready_file: Path | None = None
 
+    # Capabilities: the policy decider signs (file or env, with a key id); executors verify with
+    # every public key they are given, so keys can be rotated without downtime.
+    signing_key_file: Path | None = None
+    signing_key: str | None = None  # base64 raw Ed25519 private key
+    signing_key_id: str | None = None
+    capability_ttl_s: float = 300.0
+    verify_keys_dir: Path | None = None
+    verify_keys: str | None = None  # "kid=base64raw,kid2=…"
+
     policies_dir: Path = Path("policies")
     otel_exporter: Literal["none", "console", "otlp"] = "none"
 
     console_host: str = "127.0.0.1"
     console_port: int = 8080
+
+    # Escalation: the approvals HTTP API, who may call it, and how long an approval may wait.
+    escalation_host: str = "127.0.0.1"
+    escalation_port: int = 8081
+    identities_file: Path | None = None  # None = <policies_dir>/identities.toml
+    approval_ttl_s: float = 3600.0
+    # How often escalation expires overdue approvals and republishes decided-but-unpublished ones.
+    approval_sweep_interval_s: float = 5.0
+
+    def identities_path(self) -> Path:
+        return self.identities_file or self.policies_dir / "identities.toml"
 
 
 @lru_cache(maxsize=1)

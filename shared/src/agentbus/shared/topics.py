@@ -53,7 +53,8 @@ SERVICE_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] =
         (TASKS_CLASSIFIED, ACTIONS_VERIFIED, ACTIONS_DECIDED),
         (ACTIONS_PROPOSED, ESCALATIONS_REQUESTED, TASKS_FINISHED, DEADLETTER),
     ),
-    "policy": ((ACTIONS_PROPOSED, APPROVALS_DECIDED), (ACTIONS_DECIDED, DEADLETTER)),
+    # actions.executed: budgets reserved at decision time are settled (or released) after execution.
+    "policy": ((ACTIONS_PROPOSED, APPROVALS_DECIDED, ACTIONS_EXECUTED), (ACTIONS_DECIDED, DEADLETTER)),
     "executor": ((ACTIONS_DECIDED,), (ACTIONS_EXECUTED, DEADLETTER)),
     "verifier": ((ACTIONS_EXECUTED,), (ACTIONS_VERIFIED, ESCALATIONS_REQUESTED, DEADLETTER)),
     "escalation": (

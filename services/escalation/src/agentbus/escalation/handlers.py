@@ -1,5 +1,6 @@
 """Escalation handlers: escalations.requested → handoff + tasks.finished (escalated);
-actions.decided (needs_approval) → a pending approval with its change preview."""
+actions.decided (needs_approval) → a pending approval with its change preview, which expires
+after `approval_ttl_s` (the approval desk decides and expires approvals)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from .store import EscalationStore
 
 
 class EscalationHandlers:
-    def __init__(self, bus: Bus, store: EscalationStore | None = None) -> None:
+    def __init__(
+        self, bus: Bus, store: EscalationStore | None = None, *, approval_ttl_s: float = 3600.0
+    ) -> None:
         self.bus = bus
         self.store = store
+        self.approval_ttl_s = approval_ttl_s
 
     async def on_escalation_requested(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, EscalationRequestedV1) and event.ticket_id
@@ -58,6 +62,9 @@ class EscalationHandlers:
                 "preview": handoffs.preview(proposal),
                 "required_role": decision.approver_role or "approver",
                 "reason": decision.reason,
-            }
+                # Kept so the decision can answer it: same ticket, tenant, trace; the next step.
+                "decision_event": event.model_dump(mode="json"),
+            },
+            ttl_s=self.approval_ttl_s,
         )
         return []

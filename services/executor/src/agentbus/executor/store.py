@@ -24,6 +24,8 @@ class EffectLedger(Protocol):
         self, key: str, status: str, result: dict[str, Any] | None, error: str | None
     ) -> None: ...
 
+    async def use_capability(self, jti: str, action_id: str, decision_event_id: str) -> bool: ...
+
 
 class PgEffectLedger:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -56,3 +58,20 @@ class PgEffectLedger:
             result,
             error,
         )
+
+    async def use_capability(self, jti: str, action_id: str, decision_event_id: str) -> bool:
+        """Record the capability's use; False when another event already used it (a replay).
+        The same decision event delivered again is not a replay: at-least-once delivery."""
+        first_event = await self.pool.fetchval(
+            """WITH ins AS (
+                   INSERT INTO executor.capability_uses (jti, action_id, decision_event_id)
+                   VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING RETURNING decision_event_id
+               )
+               SELECT decision_event_id FROM ins
+               UNION ALL SELECT decision_event_id FROM executor.capability_uses WHERE jti = $1
+               LIMIT 1""",
+            jti,
+            action_id,
+            decision_event_id,
+        )
+        return bool(first_event == decision_event_id)

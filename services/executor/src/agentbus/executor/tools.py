@@ -121,6 +121,116 @@ async def close_ticket(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> di
     return {"ticket_id": args["ticket_id"], "status": "closed"}
 
 
+def _masked_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+async def get_user(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[str, Any]:
+    """The user's status, tenant and groups; with `group_id`, also whether that group exists, is
+    an admin group and which tenant owns it (the facts policy decides a grant on)."""
+    user_id = args["user_id"]
+    row = await pool.fetchrow("SELECT * FROM sor.directory_users WHERE id = $1", user_id)
+    result: dict[str, Any]
+    if row is None:
+        result = {"found": False, "user_id": user_id}
+    else:
+        groups = await pool.fetch(
+            "SELECT group_id FROM sor.group_memberships WHERE user_id = $1 ORDER BY group_id", user_id
+        )
+        result = {
+            "found": True,
+            "user_id": row["id"],
+            "status": row["status"],
+            "tenant_id": row["tenant_id"],
+            "manager_id": row["manager_id"],
+            "groups": [g["group_id"] for g in groups],
+        }
+    if args.get("group_id") is not None:
+        group = await pool.fetchrow("SELECT * FROM sor.directory_groups WHERE id = $1", args["group_id"])
+        result.update(
+            group_id=args["group_id"],
+            group_found=group is not None,
+            group_admin=group["admin"] if group else None,
+            group_tenant=group["tenant_id"] if group else None,
+        )
+    return result
+
+
+async def _active_user(conn: asyncpg.Connection, user_id: str) -> asyncpg.Record:
+    user = await conn.fetchrow("SELECT * FROM sor.directory_users WHERE id = $1", user_id)
+    if user is None:
+        raise ToolError(f"user {user_id} does not exist")
+    if user["status"] != "active":
+        raise ToolError(f"user {user_id} is {user['status']}, not active")
+    return user
+
+
+async def send_password_reset(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[str, Any]:
+    """One reset link per key. The directory mails the secret link to the address on file; the
+    result names the link's record and the masked address, never the link or its token."""
+    async with pool.acquire() as conn, conn.transaction():
+        link = await conn.fetchrow("SELECT * FROM sor.password_reset_links WHERE idempotency_key = $1", key)
+        if link is None:
+            await _active_user(conn, args["user_id"])
+            link = await conn.fetchrow(
+                """INSERT INTO sor.password_reset_links (id, user_id, idempotency_key, expires_at)
+                   VALUES ($1, $2, $3, date_trunc('second', now()) + interval '1 hour')
+                   ON CONFLICT (idempotency_key) DO NOTHING RETURNING *""",
+                _short_id("PRL", key),
+                args["user_id"],
+                key,
+            )
+            if link is None:  # a concurrent call with the same key got there first
+                link = await conn.fetchrow(
+                    "SELECT * FROM sor.password_reset_links WHERE idempotency_key = $1", key
+                )
+        if link["user_id"] != args["user_id"]:
+            raise ToolError(f"key {key} already sent a reset link to another user")
+        email = await conn.fetchval("SELECT email FROM sor.directory_users WHERE id = $1", link["user_id"])
+    return {
+        "link_id": link["id"],
+        "user_id": link["user_id"],
+        "expires_at": link["expires_at"].isoformat(),
+        "sent_to": _masked_email(email),
+    }
+
+
+async def add_to_group(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[str, Any]:
+    """Make the user a member of the group. Idempotent by key, and by membership: a user who is
+    already a member stays one (`already_member`), whoever granted it."""
+    user_id, group_id = args["user_id"], args["group_id"]
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT * FROM sor.group_memberships WHERE granted_by_key = $1", key)
+        if row is None:
+            user = await _active_user(conn, user_id)
+            group = await conn.fetchrow("SELECT * FROM sor.directory_groups WHERE id = $1", group_id)
+            if group is None:
+                raise ToolError(f"group {group_id} does not exist")
+            if group["tenant_id"] != user["tenant_id"]:
+                raise ToolError(f"user {user_id} and group {group_id} belong to different tenants")
+            row = await conn.fetchrow(
+                """INSERT INTO sor.group_memberships (user_id, group_id, granted_by_key)
+                   VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING *""",
+                user_id,
+                group_id,
+                key,
+            )
+            if row is None:  # already a member (or a concurrent call with this key won)
+                row = await conn.fetchrow(
+                    "SELECT * FROM sor.group_memberships WHERE user_id = $1 AND group_id = $2",
+                    user_id,
+                    group_id,
+                )
+        if (row["user_id"], row["group_id"]) != (user_id, group_id):
+            raise ToolError(f"key {key} already granted another membership")
+    return {
+        "user_id": row["user_id"],
+        "group_id": row["group_id"],
+        "already_member": row["granted_by_key"] != key,
+    }
+
+
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
@@ -129,5 +239,8 @@ TOOLS: dict[str, Tool] = {
         Tool("shipping.create_return_label", True, create_return_label),
         Tool("helpdesk.reply_to_customer", True, reply_to_customer),
         Tool("helpdesk.close_ticket", True, close_ticket),
+        Tool("directory.get_user", False, get_user),
+        Tool("directory.send_password_reset", True, send_password_reset),
+        Tool("directory.add_to_group", True, add_to_group),
     )
 }

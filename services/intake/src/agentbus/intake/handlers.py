@@ -34,6 +34,7 @@ def make_handlers(bus: Bus):
                     "intent": task.intent,
                     "language": task.language,
                     "subject": ticket.subject,
+                    **({"facts": task.facts} if task.facts else {}),
                 },
                 rule_ids=task.reasons,
             ),

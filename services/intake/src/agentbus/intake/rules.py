@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from agentbus.shared.events import TaskClassified, TicketReceived
+from pydantic import JsonValue
 
 ORDER_ID = re.compile(r"\bORD-\d{3,}\b", re.IGNORECASE)
 REFUND_WORDS = re.compile(
@@ -17,6 +19,22 @@ LANGUAGE_MARKERS = {
     "es": re.compile(r"\b(hola|pedido|gracias|reembolso|por favor)\b", re.IGNORECASE),
 }
 HIGH_RISK_WORDS = re.compile(r"\b(lawyer|legal|fraud|chargeback|police)\b", re.IGNORECASE)
+
+# IT access requests (workflow it_access).
+PASSWORD_RESET_WORDS = re.compile(
+    r"\b(reset\s+(my\s+|the\s+)?password|password\s+reset|forgot(ten)?\s+(my\s+)?password|locked\s+out)\b",
+    re.IGNORECASE,
+)
+GROUP_ID = re.compile(r"\bgrp-[a-z0-9]+(?:-[a-z0-9]+)*", re.IGNORECASE)
+_GROUP_NAME = r"[a-z0-9][a-z0-9-]*(?:\s+[a-z0-9][a-z0-9-]*){0,2}"
+GROUP_ACCESS_WORDS = re.compile(
+    rf"\b(add\s+me\s+to|access\s+to\s+(the\s+)?grp-|access\s+to\s+the\s+{_GROUP_NAME}\s+group\b)",
+    re.IGNORECASE,
+)
+# "the analytics group" → grp-analytics, when no grp-… id is written out.
+GROUP_NAME = re.compile(rf"\b(?:to|join)\s+the\s+({_GROUP_NAME})\s+group\b", re.IGNORECASE)
+# A directory user id as the helpdesk sends it in metadata.user_id (e.g. U-100).
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
 def detect_language(text: str) -> str:
@@ -33,9 +51,16 @@ def classify(ticket: TicketReceived) -> TaskClassified:
         order_id = match.group(0).upper()
         reasons.append("intake.order_id.from_text")
 
-    if REFUND_WORDS.search(text):
+    access_intent = it_access_intent(text)
+    facts: dict[str, JsonValue] = {}
+    refund_words = REFUND_WORDS.search(text)
+    # A refund request with an order id is the stronger signal ("return" alone is not).
+    if refund_words and (order_id is not None or access_intent is None):
         intent, workflow = "refund_request", "refunds"
         reasons.append("intake.intent.refund_keywords")
+    elif access_intent is not None:
+        intent, workflow = access_intent, "it_access"
+        reasons.append(f"intake.intent.{access_intent}_keywords")
     else:
         intent, workflow = "question", None
         reasons.append("intake.intent.no_workflow_match")
@@ -44,6 +69,8 @@ def classify(ticket: TicketReceived) -> TaskClassified:
     if workflow == "refunds" and order_id is None:
         eligible = False
         reasons.append("intake.refunds.missing_order_id")
+    if workflow == "it_access":
+        eligible = _it_access_facts(ticket, intent, text, facts, reasons)
 
     risk = "high" if HIGH_RISK_WORDS.search(text) else ("medium" if workflow else "low")
     if risk == "high":
@@ -60,7 +87,59 @@ def classify(ticket: TicketReceived) -> TaskClassified:
         order_id=order_id,
         subject=ticket.subject,
         channel=ticket.channel,
+        facts=facts,
     )
+
+
+def it_access_intent(text: str) -> str | None:
+    """'password_reset', 'group_access' or None. A password reset wins when both match: it
+    changes no one's access, and the group request can follow in its own ticket."""
+    if PASSWORD_RESET_WORDS.search(text):
+        return "password_reset"
+    if GROUP_ACCESS_WORDS.search(text):
+        return "group_access"
+    return None
+
+
+def requesting_user(metadata: dict[str, Any]) -> str | None:
+    """The directory user id the helpdesk authenticated (`metadata.user_id`). Never `customer.id`,
+    which names a shop customer, and never an id written in the text, which anyone can type."""
+    value = metadata.get("user_id")
+    if isinstance(value, str) and USER_ID.fullmatch(value.strip()):
+        return value.strip()
+    return None
+
+
+def requested_group(text: str) -> tuple[str | None, str | None]:
+    """(group id, reason id): an explicit grp-… id, else one derived from "the X group"."""
+    if match := GROUP_ID.search(text):
+        return match.group(0).lower(), "intake.it_access.group_id.from_text"
+    if match := GROUP_NAME.search(text):
+        slug = "-".join(match.group(1).lower().split())
+        return f"grp-{slug}", "intake.it_access.group_id.from_name"
+    return None, None
+
+
+def _it_access_facts(
+    ticket: TicketReceived, intent: str, text: str, facts: dict[str, JsonValue], reasons: list[str]
+) -> bool:
+    """Fill `facts` (user_id, group_id) and say whether the request can go to the workflow."""
+    eligible = True
+    user_id = requesting_user(ticket.metadata)
+    if user_id is None:
+        eligible = False
+        reasons.append("intake.it_access.missing_user_id")
+    else:
+        facts["user_id"] = user_id
+    if intent == "group_access":
+        group_id, found_by = requested_group(text)
+        if group_id is None or found_by is None:
+            eligible = False
+            reasons.append("intake.it_access.missing_group_id")
+        else:
+            facts["group_id"] = group_id
+            reasons.append(found_by)
+    return eligible
 
 
 def ineligibility_summary(ticket: TicketReceived, task: TaskClassified) -> str:
@@ -69,7 +148,19 @@ def ineligibility_summary(ticket: TicketReceived, task: TaskClassified) -> str:
             f"Ticket {ticket.ticket_id} ({task.intent}, {task.language}) matches no automated "
             f"workflow; a human should answer: {ticket.subject!r}."
         )
+    missing = ", ".join(r for r in task.reasons if "missing" in r)
+    if task.workflow == "it_access":
+        what = "a password reset" if task.intent == "password_reset" else "group access"
+        needs = []
+        if "intake.it_access.missing_user_id" in task.reasons:
+            needs.append("the requester's directory user id (metadata.user_id) is missing")
+        if "intake.it_access.missing_group_id" in task.reasons:
+            needs.append("no group is named (grp-… or 'the X group')")
+        return (
+            f"Ticket {ticket.ticket_id} asks for {what} but cannot be handled automatically: "
+            f"{' and '.join(needs)} ({missing})."
+        )
     return (
         f"Ticket {ticket.ticket_id} asks for a {task.workflow} action but cannot be handled "
-        f"automatically ({', '.join(r for r in task.reasons if 'missing' in r)})."
+        f"automatically ({missing})."
     )

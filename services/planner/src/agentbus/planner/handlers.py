@@ -11,44 +11,56 @@ from agentbus.shared.events import (
     ActionDecidedV1,
     ActionProposedV1,
     ActionVerifiedV1,
+    EscalationRequest,
     EscalationRequestedV1,
     Event,
     TaskClassifiedV1,
     TaskFinishedV1,
 )
 
-from . import workflows
 from .store import TaskStore
-from .workflows import TaskState, Transition
+from .workflows import Planner, TaskState, Transition, default_planner
+from .workflows.base import shadowed
 
 
 class PlannerHandlers:
-    def __init__(self, bus: Bus, store: TaskStore | None = None) -> None:
+    def __init__(self, bus: Bus, store: TaskStore | None = None, planner: Planner | None = None) -> None:
         self.bus = bus
         self.store = store
+        self.planner = planner or default_planner()
 
     async def on_task_classified(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, TaskClassifiedV1) and event.ticket_id and event.tenant_id
         task = event.payload
-        if not task.eligible or task.workflow != workflows.WORKFLOW or task.order_id is None:
+        if not task.eligible or task.workflow is None:
             return []  # intake has already asked for a human
         loaded = await self._store.load(event.ticket_id)
         if loaded is not None:
             return self._replay(loaded[1], event)
-        transition = workflows.start(
-            event.ticket_id, event.tenant_id, task.customer_id, task.order_id, task.language
-        )
+        transition = self.planner.start(event.ticket_id, event.tenant_id, task)
+        if transition is None:
+            # Intake routed it to a workflow this planner does not run: a human, not a silent drop.
+            request = EscalationRequest(
+                reason="out_of_scope",
+                summary=f"Ticket {event.ticket_id}: no planner runs workflow {task.workflow!r}.",
+                details={"workflow": task.workflow, "intent": task.intent},
+                rule_ids=["planner.workflow_unknown"],
+            )
+            return [event.answer(EscalationRequestedV1, request, self.bus.producer)]
         return await self._apply(event, transition)
 
     async def on_action_verified(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ActionVerifiedV1)
-        return await self._advance(event, lambda state: workflows.on_verified(state, event.payload))
+        return await self._advance(event, lambda state: self.planner.on_verified(state, event.payload))
 
     async def on_action_decided(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ActionDecidedV1)
-        if event.payload.verdict != "deny":
-            return []
-        return await self._advance(event, lambda state: workflows.on_denied(state, event.payload))
+        decision = event.payload
+        if decision.verdict == "deny":
+            return await self._advance(event, lambda state: self.planner.on_denied(state, decision))
+        if decision.rollout == "shadow":
+            return await self._advance(event, lambda state: shadowed(state, decision))
+        return []  # allow: the executor acts; needs_approval: the escalation service asks a human
 
     async def _advance(self, event: Event, step: Callable[[TaskState], Transition | None]) -> Sequence[Event]:
         """Apply one input to the ticket's task; an input the task no longer waits for is either

@@ -49,6 +49,35 @@ async def ticket_closed(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[s
     return status == "closed", {"ticket_status": status}
 
 
+async def reset_link_exists(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    row = await pool.fetchrow(
+        "SELECT id, user_id, expires_at FROM sor.password_reset_links WHERE idempotency_key = $1",
+        ex.idempotency_key,
+    )
+    if row is None:
+        return False, {"reset_link": None}
+    return row["user_id"] == ex.args["user_id"], {
+        "link_id": row["id"],
+        "user_id": row["user_id"],
+        "expires_at": row["expires_at"].isoformat(),
+    }
+
+
+async def membership_present(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
+    row = await pool.fetchrow(
+        "SELECT granted_by_key FROM sor.group_memberships WHERE user_id = $1 AND group_id = $2",
+        ex.args["user_id"],
+        ex.args["group_id"],
+    )
+    if row is None:
+        return False, {"membership": None}
+    return True, {
+        "user_id": ex.args["user_id"],
+        "group_id": ex.args["group_id"],
+        "granted_by_this_action": row["granted_by_key"] == ex.idempotency_key,
+    }
+
+
 async def read_only(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, Any]]:
     return True, {"note": "read-only tool: nothing to verify"}
 
@@ -59,4 +88,7 @@ CHECKS: dict[str, tuple[str, Check]] = {
     "shipping.create_return_label": ("label_exists_for_order", label_exists),
     "helpdesk.reply_to_customer": ("reply_recorded", reply_exists),
     "helpdesk.close_ticket": ("ticket_closed", ticket_closed),
+    "directory.get_user": ("read_only", read_only),
+    "directory.send_password_reset": ("reset_link_exists_for_key", reset_link_exists),
+    "directory.add_to_group": ("membership_present", membership_present),
 }

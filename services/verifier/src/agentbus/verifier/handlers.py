@@ -27,7 +27,9 @@ class VerifierHandlers:
         assert isinstance(event, ActionExecutedV1)
         assert self.pool is not None, "verifier not started"
         ex = event.payload
-        if ex.status == "failed":
+        if ex.status == "refused":
+            check, ok, evidence = "executor_accepted", False, {"refused": ex.error}
+        elif ex.status == "failed":
             check, ok, evidence = "tool_succeeded", False, {"error": ex.error}
         elif ex.tool not in CHECKS:
             check, ok, evidence = "known_tool", False, {"error": f"no post-condition for {ex.tool}"}
@@ -48,7 +50,7 @@ class VerifierHandlers:
         )
         if ok:
             return [verified]
-        reason = "tool_failed" if ex.status == "failed" else "verification_failed"
+        reason = {"failed": "tool_failed", "refused": "action_refused"}.get(ex.status, "verification_failed")
         escalation = verified.answer(
             EscalationRequestedV1,
             EscalationRequest(

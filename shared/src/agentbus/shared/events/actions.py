@@ -39,6 +39,9 @@ class Decision(Model):
     capability: str | None = Field(default=None, description="signed, single-use grant on allow")
     approval_id: str | None = None
     approver_role: str | None = Field(default=None, description="role that may approve (needs_approval)")
+    rollout: str | None = Field(
+        default=None, description="rollout mode in force; in 'shadow' nothing is executed"
+    )
 
 
 class ActionDecidedV1(Event):
@@ -52,7 +55,9 @@ class Execution(Model):
     tool: str
     args: dict[str, JsonValue]
     idempotency_key: str
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "refused"] = Field(
+        description="refused: the executor would not act (capability invalid, expired or replayed)"
+    )
     result: dict[str, JsonValue] = Field(default_factory=dict)
     error: str | None = None
     duplicate: bool = Field(default=False, description="stored result returned for a known key")

@@ -16,6 +16,9 @@ EscalationReason = Literal[
     "approval_rejected",
     "verification_failed",
     "tool_failed",
+    "approval_expired",
+    "action_refused",
+    "shadow_mode",
 ]
 
 

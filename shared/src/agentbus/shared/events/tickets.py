@@ -45,6 +45,10 @@ class TaskClassified(Model):
     order_id: str | None = None
     subject: str
     channel: str
+    facts: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="workflow-specific facts intake found, e.g. user_id and group_id for it_access",
+    )
 
 
 class TaskClassifiedV1(Event):

@@ -1,14 +1,26 @@
-"""Deterministic workflow planner: the refunds contract as a state machine, one action at a time.
+"""The refunds contract as a deterministic state machine, one action at a time.
 
 Pure functions over `TaskState`; no transport, no database. The planner proposes; policy decides.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from agentbus.shared.events import Decision, EscalationRequest, Proposal, TaskOutcome, Verification
+from agentbus.shared.events import Decision, TaskClassified, Verification
+
+from .base import (
+    TaskState,
+    Transition,
+    awaits,
+    denied,
+    new_task,
+    not_eligible,
+    propose,
+    resolved,
+    stopped_by_verifier,
+)
 
 AGENT = "agent:refunds"
 WORKFLOW = "refunds"
@@ -24,43 +36,14 @@ STEPS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class TaskState:
-    ticket_id: str
-    tenant_id: str
-    workflow: str
-    state: str  # running | escalated | resolved
-    step: int
-    pending_action_id: str | None
-    context: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Transition:
-    """What one input did: the new state and what to publish (at most one of each kind)."""
-
-    state: TaskState
-    proposal: Proposal | None = None
-    escalation: EscalationRequest | None = None
-    finished: TaskOutcome | None = None
-
-
 def money(cents: int, currency: str = "USD") -> str:
     symbol = "$" if currency == "USD" else f"{currency} "
     return f"{symbol}{cents // 100}.{cents % 100:02d}"
 
 
 def start(ticket_id: str, tenant_id: str, customer_id: str, order_id: str, language: str) -> Transition:
-    state = TaskState(
-        ticket_id=ticket_id,
-        tenant_id=tenant_id,
-        workflow=WORKFLOW,
-        state="running",
-        step=0,
-        pending_action_id=None,
-        context={"customer_id": customer_id, "order_id": order_id, "language": language},
-    )
-    return _propose(state)
+    context = {"customer_id": customer_id, "order_id": order_id, "language": language}
+    return _propose(new_task(ticket_id, tenant_id, WORKFLOW, context))
 
 
 def _propose(state: TaskState) -> Transition:
@@ -89,18 +72,14 @@ def _propose(state: TaskState) -> Transition:
     else:
         args = {"ticket_id": state.ticket_id, "resolution": "refunded"}
         why = "Close the ticket as resolved."
-    action_id = f"act-{state.ticket_id}-{state.step}"
-    proposal = Proposal(
-        action_id=action_id,
-        workflow=state.workflow,
+    return propose(
+        state,
         agent=AGENT,
         tool=tool,
         args=args,
-        idempotency_key=f"{state.tenant_id}:{state.ticket_id}:{state.step}:{tool}",
         rationale=why,
         context={"step": name, "customer_id": ctx["customer_id"], **extra},
     )
-    return Transition(state=replace(state, pending_action_id=action_id), proposal=proposal)
 
 
 def reply_text(state: TaskState) -> str:
@@ -114,26 +93,22 @@ def reply_text(state: TaskState) -> str:
 
 def on_verified(state: TaskState, verification: Verification) -> Transition | None:
     """Advance after a verified action; None when the event is not for the pending action."""
-    if state.state != "running" or verification.action_id != state.pending_action_id:
+    if not awaits(state, verification.action_id):
         return None
     if not verification.verified:
-        # The verifier has already asked for a human with its evidence.
-        return Transition(state=replace(state, state="escalated", pending_action_id=None))
+        return stopped_by_verifier(state)
     name, _ = STEPS[state.step]
     ctx = dict(state.context)
     result = verification.result
     if name == "verify_order":
         problem = _ineligibility(ctx, result)
         if problem:
-            escalated = replace(state, state="escalated", pending_action_id=None, context=ctx)
-            return Transition(
-                state=escalated,
-                escalation=EscalationRequest(
-                    reason="not_eligible",
-                    summary=problem,
-                    details={"order_id": ctx["order_id"], "order": result},
-                    rule_ids=["workflow.refunds.order_must_be_delivered"],
-                ),
+            return not_eligible(
+                state,
+                ctx,
+                problem,
+                details={"order_id": ctx["order_id"], "order": result},
+                rule_id="workflow.refunds.order_must_be_delivered",
             )
         ctx.update(
             amount_cents=result["amount_cents"],
@@ -149,17 +124,14 @@ def on_verified(state: TaskState, verification: Verification) -> Transition | No
     done = [*ctx.get("done", []), verification.action_id]
     ctx["done"] = done
     if state.step + 1 == len(STEPS):
-        resolved = replace(state, state="resolved", pending_action_id=None, context=ctx)
-        return Transition(
-            state=resolved,
-            finished=TaskOutcome(
-                outcome="resolved",
-                summary=(
-                    f"Refunded {money(ctx['amount_cents'], ctx['currency'])} for {ctx['order_id']}, "
-                    f"return label {ctx['label_id']}, customer told, ticket closed."
-                ),
-                actions=done,
+        return resolved(
+            state,
+            ctx,
+            summary=(
+                f"Refunded {money(ctx['amount_cents'], ctx['currency'])} for {ctx['order_id']}, "
+                f"return label {ctx['label_id']}, customer told, ticket closed."
             ),
+            done=done,
         )
     return _propose(replace(state, step=state.step + 1, context=ctx))
 
@@ -184,7 +156,7 @@ def _ineligibility(ctx: dict[str, Any], order: dict[str, Any]) -> str | None:
 
 def on_denied(state: TaskState, decision: Decision) -> Transition | None:
     """A deny of the pending action hands the task to a human with a prefilled summary."""
-    if state.state != "running" or decision.proposal.action_id != state.pending_action_id:
+    if not awaits(state, decision.proposal.action_id):
         return None
     proposal = decision.proposal
     ctx = state.context
@@ -192,23 +164,27 @@ def on_denied(state: TaskState, decision: Decision) -> Transition | None:
     what = proposal.tool
     if proposal.tool == "payments.issue_refund" and amount is not None:
         what = f"refund of {money(amount, ctx['currency'])} for order {ctx['order_id']}"
-    rules = ", ".join(decision.rule_ids)
-    reason = "approval_rejected" if "approval.rejected" in decision.rule_ids else "policy_denied"
-    return Transition(
-        state=replace(state, state="escalated", pending_action_id=None),
-        escalation=EscalationRequest(
-            reason=reason,
-            summary=(
-                f"Ticket {state.ticket_id}: the {what} was not authorised (rule {rules}: "
-                f"{decision.reason}). A human should review and decide."
-            ),
-            details={
-                "order_id": ctx.get("order_id"),
-                "amount_cents": amount,
-                "currency": ctx.get("currency"),
-                "customer_id": ctx.get("customer_id"),
-                "proposed_action": proposal.model_dump(mode="json"),
-            },
-            rule_ids=decision.rule_ids,
-        ),
-    )
+    details = {
+        "order_id": ctx.get("order_id"),
+        "amount_cents": amount,
+        "currency": ctx.get("currency"),
+        "customer_id": ctx.get("customer_id"),
+    }
+    return denied(state, decision, what, details)
+
+
+class Refunds:
+    """The refunds state machine behind the `Planner` interface."""
+
+    name = WORKFLOW
+
+    def start(self, ticket_id: str, tenant_id: str, task: TaskClassified) -> Transition | None:
+        if task.workflow != WORKFLOW or task.order_id is None:
+            return None
+        return start(ticket_id, tenant_id, task.customer_id, task.order_id, task.language)
+
+    def on_verified(self, state: TaskState, verification: Verification) -> Transition | None:
+        return on_verified(state, verification)
+
+    def on_denied(self, state: TaskState, decision: Decision) -> Transition | None:
+        return on_denied(state, decision)
