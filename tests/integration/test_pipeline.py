@@ -26,6 +26,11 @@ async def test_demo_tickets_reach_their_final_states(
 ):
     async with start_stack(broker, database_url, topic_prefix, tmp_path) as stack:
         settings = stack.settings()
+        # Only the policy decider holds the signing key; the planner (and everyone else) cannot sign.
+        assert stack.supervisor is not None
+        holders = {n for n, p in stack.supervisor.procs.items() if "AGENTBUS_SIGNING_KEY_FILE" in p.env}
+        assert holders == {"policy"}
+        assert not any(k.startswith("AGENTBUS_SIGNING") for k in stack.supervisor.procs["planner"].env)
         items = demo.demo_set()
         tickets = {label: body for label, body, _ in items if isinstance(body, dict)}
         malformed_key = "T-BAD-1"

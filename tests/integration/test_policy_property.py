@@ -281,3 +281,47 @@ def test_nothing_executes_that_the_bundle_does_not_allow(
         if expected and proposal.tool == "payments.issue_refund":
             order_id = proposal.args["order_id"]
             refunded[order_id] = refunded.get(order_id, 0) + proposal.args["amount_cents"]
+
+
+def test_loop_cap_and_rate_limit_are_typed_denials(rig: Rig) -> None:
+    """A planner looping on one ticket hits the task's tool-call cap; a burst hits the rate limit.
+    Both are decisions with their rule, which the planner hands to a human."""
+    rig.policy.bundles = BundleSet(REPO / "policies")
+    ticket = f"T-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[list[list[str]], list[list[str]]]:
+        await rig.pool.execute(RESET)
+        loop = []
+        for n in range(14):  # the refunds bundle allows 12 tool calls per task
+            proposal = Proposal(
+                action_id=f"act-{ticket}-{n}",
+                workflow="refunds",
+                agent="agent:refunds",
+                tool="orders.get_order",
+                args={"order_id": "ORD-1001", "customer_id": "C-1"},
+                idempotency_key=f"acme:{ticket}:{n}:orders.get_order",
+            )
+            event = ActionProposedV1(ticket_id=ticket, tenant_id="acme", producer=PLANNER, payload=proposal)
+            [decided] = await rig.policy.on_action_proposed(event)
+            loop.append(decided.payload.rule_ids)
+        burst = []
+        for _ in range(62):  # 60 refunds a minute per tenant; each on its own ticket
+            t = f"T-{uuid.uuid4().hex[:8]}"
+            proposal = Proposal(
+                action_id=f"act-{t}-1",
+                workflow="refunds",
+                agent="agent:refunds",
+                tool="payments.issue_refund",
+                args={"order_id": "ORD-1003", "amount_cents": 1, "currency": "USD"},
+                idempotency_key=f"acme:{t}:1:payments.issue_refund",
+            )
+            event = ActionProposedV1(ticket_id=t, tenant_id="acme", producer=PLANNER, payload=proposal)
+            [decided] = await rig.policy.on_action_proposed(event)
+            burst.append(decided.payload.rule_ids)
+        return loop, burst
+
+    loop, burst = rig.loop.run_until_complete(run())
+    assert loop[:12] == [["order.read"]] * 12
+    assert loop[12:] == [["limit.tool_calls"]] * 2
+    assert burst[:60] == [["refund.autonomous"]] * 60
+    assert burst[60:] == [["rate.exceeded"]] * 2
