@@ -100,7 +100,17 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         status = cli("status", env=env, cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         assert "database  ok" in status.stdout
-        for service in ("intake", "planner", "policy", "executor", "verifier", "escalation", "trace-sink"):
+        for service in (
+            "intake",
+            "planner",
+            "policy",
+            "executor-commerce",
+            "executor-directory",
+            "executor-helpdesk",
+            "verifier",
+            "escalation",
+            "trace-sink",
+        ):
             assert re.search(rf"^{service}\s+\d+\s+ready\s+0\s+0$", status.stdout, re.MULTILINE), (
                 status.stdout
             )

@@ -11,7 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 from agentbus.cli import demo
-from agentbus.executor.tools import TOOLS, ToolError
+from agentbus.executor.errors import ToolError
+from agentbus.executor.tools import BUILTINS
 from agentbus.planner.workflows import Transition, it_access
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import Execution, Verification
@@ -32,7 +33,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def call(pool: asyncpg.Pool, tool: str, args: dict[str, Any], key: str) -> dict[str, Any]:
-    return await TOOLS[tool].run(pool, args, key)
+    return await BUILTINS[tool](pool, args, key)
 
 
 async def check(

@@ -132,9 +132,7 @@ def write_variant(root: Path, variant: Variant) -> Path:
         text,
     )
     allowed = ", ".join(f'"{t}"' for t in variant.allowed)
-    writes = ", ".join(f'"{t}"' for t in variant.allowed if t in WRITES)
     text = re.sub(r"allowed = \[[^\]]*\]", f"allowed = [{allowed}]", text, count=1)
-    text = re.sub(r"writes = \[[^\]]*\]", f"writes = [{writes}]", text, count=1)
     toml.write_text(text)
     return directory
 

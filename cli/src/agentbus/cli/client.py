@@ -89,8 +89,10 @@ async def wait_for(
         await conn.close()
 
 
-async def consumer_lag(settings: Settings) -> dict[str, int | None]:
-    """Per service: messages not yet committed by its consumer groups (None = group unknown)."""
+async def consumer_lag(settings: Settings, services: list[str] | None = None) -> dict[str, int | None]:
+    """Per service: messages not yet committed by its consumer groups (None = group unknown).
+    `services` are process names as `agentbus up` runs them (executors per tool group:
+    `executor-commerce`, …); by default the services of the topic map."""
     sec = client_security_kwargs(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
@@ -99,9 +101,11 @@ async def consumer_lag(settings: Settings) -> dict[str, int | None]:
     try:
         lag: dict[str, int | None] = {}
         prefix = settings.topic_prefix
-        for service, (consumed, _) in topics.SERVICE_TOPICS.items():
-            if service == "console":
+        for service in services or list(topics.SERVICE_TOPICS):
+            base = "executor" if service.startswith("executor-") else service
+            if base == "console" or base not in topics.SERVICE_TOPICS:
                 continue  # each console instance reads the whole history in its own group
+            consumed = topics.SERVICE_TOPICS[base][0]
             groups: list[tuple[str, list[topics.TopicSpec]]]
             if service == "trace-sink":
                 groups = [(f"{prefix}agentbus.{service}", list(consumed))]

@@ -117,7 +117,8 @@ def parse_scale(items: list[str]) -> dict[str, int]:
     replicas: dict[str, int] = {}
     for item in items:
         name, _, count = item.partition("=")
-        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+        known = name in SERVICES or name.startswith("executor-")
+        if not known or not count.isdigit() or int(count) < 1:
             fail(f"--scale {item!r}: expected SERVICE=N with N >= 1 and SERVICE one of {', '.join(SERVICES)}")
         replicas[name] = int(count)
     return replicas
@@ -240,7 +241,8 @@ def status(state_dir: StateDir = DEFAULT_STATE) -> None:
 
     async def gather() -> tuple[dict[str, int | None] | str, str]:
         try:
-            lag: dict[str, int | None] | str = await client.consumer_lag(settings)
+            names = [s["service"] for s in info.services] if info else None
+            lag: dict[str, int | None] | str = await client.consumer_lag(settings, names)
         except Exception as exc:  # report, do not crash: status is for when things are wrong
             lag = f"unreachable ({type(exc).__name__}: {exc})"
         try:

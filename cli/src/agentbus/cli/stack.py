@@ -12,9 +12,10 @@ from agentbus.shared.bus import ensure_topics
 from agentbus.shared.capabilities import generate_keypair
 from agentbus.shared.db import migrate
 from agentbus.shared.settings import Settings
+from agentbus.shared.tools import load_registry
 
 from . import demo
-from .runtime import EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port, wait_port
+from .runtime import SERVICES, EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port, wait_port
 
 # Tansu holds JoinGroup for half the session timeout: keep consumer starts short on it.
 EMBEDDED_BROKER_ENV = {
@@ -99,6 +100,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "AGENTBUS_TOPIC_PREFIX": self.topic_prefix,
             "AGENTBUS_POLICIES_DIR": str(repo_root() / "policies"),
+            "AGENTBUS_TOOLS_DIR": os.environ.get("AGENTBUS_TOOLS_DIR") or str(repo_root() / "tools"),
             "AGENTBUS_CONSOLE_PORT": str(self.console_port),
             "AGENTBUS_ESCALATION_PORT": str(self.escalation_port),
             "PYTHONUNBUFFERED": "1",
@@ -108,21 +110,39 @@ class Stack:
         # Secrets go to the one process that needs them; the generic env must not carry them.
         for name in ("AGENTBUS_SIGNING_KEY", "AGENTBUS_SIGNING_KEY_FILE", "AGENTBUS_SIGNING_KEY_ID"):
             env.pop(name, None)
+        commands = self.service_commands(env)
         self.supervisor = Supervisor(
-            env=env, log_dir=logs, service_env=self.capability_env(), replicas=dict(self.replicas)
+            env=env,
+            log_dir=logs,
+            services=commands,
+            service_env=self.capability_env([n for n in commands if n.startswith("executor-")]),
+            replicas=dict(self.replicas),
         )
-        if self.services is not None:
-            self.supervisor.services = {
-                k: v for k, v in self.supervisor.services.items() if k in self.services
-            }
         self.supervisor.start()
         await asyncio.to_thread(self.supervisor.wait_ready)
         if "escalation" in self.supervisor.services:
             # Ready means its consumers joined; uvicorn binds the API port just after that.
             await asyncio.to_thread(wait_port, "127.0.0.1", self.escalation_port)
 
-    def capability_env(self) -> dict[str, dict[str, str]]:
-        """Signing key for the policy decider only, public keys for the executor only. Taken from
+    def service_commands(self, env: dict[str, str]) -> dict[str, list[str]]:
+        """Every service to start; the executor runs as one process per tool group
+        (`executor-commerce`, …), each with its own consumer group. `services` may name
+        `executor` for all of them."""
+        registry = load_registry(Path(env["AGENTBUS_TOOLS_DIR"]))
+        commands = {name: argv for name, argv in SERVICES.items() if name != "executor"}
+        for group in registry.groups():
+            commands[f"executor-{group}"] = SERVICES["executor"]
+        if self.services is not None:
+            wanted = set(self.services)
+            commands = {
+                name: argv
+                for name, argv in commands.items()
+                if name in wanted or ("executor" in wanted and name.startswith("executor-"))
+            }
+        return commands
+
+    def capability_env(self, executors: list[str]) -> dict[str, dict[str, str]]:
+        """Signing key for the policy decider only, public keys for the executors only. Taken from
         the environment when set (rotation is the operator's), else one keypair per state dir."""
         signing = {
             k: v
@@ -142,7 +162,10 @@ class Stack:
                 pub_file.rename(public_dir / pub_file.name)
             signing = {"AGENTBUS_SIGNING_KEY_FILE": str(key_file)}
             verify = verify or {"AGENTBUS_VERIFY_KEYS_DIR": str(public_dir)}
-        return {"policy": signing, "executor": verify}
+        groups = {
+            name: {**verify, "AGENTBUS_EXECUTOR_GROUPS": name.removeprefix("executor-")} for name in executors
+        }
+        return {"policy": signing, **groups}
 
     def stop(self) -> None:
         if self.supervisor:

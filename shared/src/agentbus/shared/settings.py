@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     verify_keys_dir: Path | None = None
     verify_keys: str | None = None  # "kid=base64raw,kid2=…"
 
+    # Extra tool declarations (*.toml) beside the built-in ones; see tools/README.md.
+    tools_dir: Path | None = None
+
     policies_dir: Path = Path("policies")
     otel_exporter: Literal["none", "console", "otlp"] = "none"
 

@@ -1,35 +1,66 @@
-"""Executor handler: actions.decided (allow) → run the tool once per idempotency key → actions.executed."""
+"""Executor handler: actions.decided (allow, with a valid capability) → run the tool once per
+idempotency key, under its declared timeout, retries and circuit breaker → actions.executed."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
+import httpx
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import CapabilityError, Verifier
-from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Event, Execution
+from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Event, Execution, Proposal
+from agentbus.shared.redaction import redact
+from agentbus.shared.tools import ToolRegistry, ToolSpec, load_registry
 
+from . import http_tool
+from .errors import ToolError
+from .runner import Outcome, Runner
 from .store import EffectLedger
-from .tools import TOOLS, ToolError
+from .tools import BUILTINS
+
+# Test hook for the crash suite: SIGKILL this process right after a tool call returned and before
+# its result is committed to the ledger, with this probability. Never set in production.
+CRASH_AFTER_CALL = float(os.environ.get("AGENTBUS_CHAOS_KILL_AFTER_CALL", "0") or 0)
 
 
 class ExecutorHandlers:
-    def __init__(self, bus: Bus, verifier: Verifier | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        verifier: Verifier | None = None,
+        registry: ToolRegistry | None = None,
+        groups: set[str] | None = None,
+    ) -> None:
         self.bus = bus
         self.verifier = verifier
+        self.registry = registry or load_registry()
+        self.groups = groups  # None: every tool group
+        self.runner = Runner()
+        self.http = httpx.AsyncClient()
         self.pool: asyncpg.Pool | None = None
         self.ledger: EffectLedger | None = None
+
+    def handles(self, tool: str) -> bool:
+        spec = self.registry.get(tool)
+        group = spec.group if spec else "unregistered"
+        return self.groups is None or group in self.groups
 
     async def on_action_decided(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ActionDecidedV1)
         decision = event.payload
         if decision.verdict != "allow" or decision.rollout == "shadow":
             return []  # shadow mode: the decision is the record of what would have run
+        proposal = decision.proposal
+        if not self.handles(proposal.tool):
+            return []  # another tool group's executor acts on it
         assert self.pool is not None and self.ledger is not None, "executor not started"
         assert self.verifier is not None, "executor has no verification keys"
-        proposal = decision.proposal
-        key = proposal.idempotency_key
         started = time.perf_counter()
         try:
             claims = self.verifier.verify(decision.capability, proposal, event.tenant_id)
@@ -37,41 +68,69 @@ class ExecutorHandlers:
                 raise CapabilityError("capability already used by another decision event (replay)")
         except CapabilityError as exc:
             # Refused, and said so: the trace shows the attempt; nothing touches a system of record.
-            refusal = Execution(
-                action_id=proposal.action_id,
-                tool=proposal.tool,
-                args=proposal.args,
-                idempotency_key=key,
-                status="refused",
-                error=str(exc),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
-            return [event.answer(ActionExecutedV1, refusal, self.bus.producer)]
+            return [self._executed(event, proposal, "refused", {}, str(exc), started)]
+
+        key = proposal.idempotency_key
         effect = await self.ledger.claim(key, proposal.action_id, proposal.tool)
-        duplicate = effect.status in ("succeeded", "failed")
-        if duplicate:
-            status, result, error = effect.status, effect.result or {}, effect.error
-        else:
-            # A fresh claim, or a 'started' left by a crash: call again with the same key; the
-            # system of record's own idempotency turns a repeat into the stored answer.
-            tool = TOOLS.get(proposal.tool)
-            try:
-                if tool is None:
-                    raise ToolError(f"no executor tool named {proposal.tool!r}")
-                result = await tool.run(self.pool, dict(proposal.args), key)
-                status, error = "succeeded", None
-            except ToolError as exc:
-                status, result, error = "failed", {}, str(exc)
-            await self.ledger.settle(key, status, result, error)
+        if effect.status in ("succeeded", "failed"):
+            stored = effect.result or {}
+            return [
+                self._executed(event, proposal, effect.status, stored, effect.error, started, duplicate=True)
+            ]
+        # A fresh claim, or 'started'/'unknown' left by a crash or a timeout: call again with the
+        # same key; the system of record's idempotency turns a repeat into the first effect.
+        outcome = await self._call(proposal)
+        if CRASH_AFTER_CALL and random.random() < CRASH_AFTER_CALL:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await self.ledger.settle(key, outcome.status, outcome.result, outcome.error)
+        status = "succeeded" if outcome.status == "succeeded" else "failed"
+        return [self._executed(event, proposal, status, outcome.result, outcome.error, started)]
+
+    async def _call(self, proposal: Proposal) -> Outcome:
+        spec = self.registry.get(proposal.tool)
+        if spec is None:
+            return Outcome("failed", {}, f"no tool named {proposal.tool!r} in the registry", 0)
+        call = self._callable(spec, dict(proposal.args), proposal.idempotency_key)
+        if call is None:
+            return Outcome("failed", {}, f"no implementation for built-in tool {spec.name!r}", 0)
+        return await self.runner.run(spec, call)
+
+    def _callable(
+        self, spec: ToolSpec, args: dict[str, Any], key: str
+    ) -> Callable[[], Awaitable[dict[str, Any]]] | None:
+        if spec.http is not None:
+            http = spec.http
+            return lambda: http_tool.call(self.http, http, args, key, spec.timeout_s)
+        builtin = BUILTINS.get(spec.name)
+        if builtin is None:
+            return None
+        pool = self.pool
+        assert pool is not None
+        return lambda: builtin(pool, args, key)
+
+    def _executed(
+        self,
+        cause: ActionDecidedV1,
+        proposal: Proposal,
+        status: str,
+        result: dict[str, Any],
+        error: str | None,
+        started: float,
+        *,
+        duplicate: bool = False,
+    ) -> ActionExecutedV1:
         execution = Execution(
             action_id=proposal.action_id,
             tool=proposal.tool,
             args=proposal.args,
-            idempotency_key=key,
+            idempotency_key=proposal.idempotency_key,
             status=status,  # type: ignore[arg-type]
-            result=result,
+            result=redact(result),  # nothing secret or personal leaves the executor
             error=error,
             duplicate=duplicate,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        return [event.answer(ActionExecutedV1, execution, self.bus.producer)]
+        return cause.answer(ActionExecutedV1, execution, self.bus.producer)
+
+
+__all__ = ["ExecutorHandlers", "ToolError"]

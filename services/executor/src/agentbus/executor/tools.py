@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-
-class ToolError(Exception):
-    """The system of record refused the call; the message says why."""
-
+from .errors import ToolError
 
 ToolFn = Callable[[asyncpg.Pool, dict[str, Any], str], Awaitable[dict[str, Any]]]
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    writes: bool
-    run: ToolFn
 
 
 def _short_id(prefix: str, key: str) -> str:
@@ -231,16 +220,14 @@ async def add_to_group(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> di
     }
 
 
-TOOLS: dict[str, Tool] = {
-    t.name: t
-    for t in (
-        Tool("orders.get_order", False, get_order),
-        Tool("payments.issue_refund", True, issue_refund),
-        Tool("shipping.create_return_label", True, create_return_label),
-        Tool("helpdesk.reply_to_customer", True, reply_to_customer),
-        Tool("helpdesk.close_ticket", True, close_ticket),
-        Tool("directory.get_user", False, get_user),
-        Tool("directory.send_password_reset", True, send_password_reset),
-        Tool("directory.add_to_group", True, add_to_group),
-    )
+# Implementations of the built-in tools declared in agentbus/shared/tools/builtin.toml.
+BUILTINS: dict[str, ToolFn] = {
+    "orders.get_order": get_order,
+    "payments.issue_refund": issue_refund,
+    "shipping.create_return_label": create_return_label,
+    "helpdesk.reply_to_customer": reply_to_customer,
+    "helpdesk.close_ticket": close_ticket,
+    "directory.get_user": get_user,
+    "directory.send_password_reset": send_password_reset,
+    "directory.add_to_group": add_to_group,
 }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import cedarpy
 import orjson
+from agentbus.shared.tools import ToolRegistry, load_registry
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
@@ -205,8 +206,10 @@ def _parse_cedar(path: Path, cedar: str) -> tuple[dict[str, CedarRule], list[Pro
     return rules, problems
 
 
-def load(directory: Path) -> Bundle:
-    """Read and validate one bundle directory; raises BundleError listing every problem found."""
+def load(directory: Path, registry: ToolRegistry | None = None) -> Bundle:
+    """Read and validate one bundle directory against the tool registry; raises BundleError listing
+    every problem found."""
+    registry = registry or load_registry()
     toml_path, cedar_path = directory / "bundle.toml", directory / "rules.cedar"
     problems: list[Problem] = []
     missing = [p for p in (toml_path, cedar_path) if not p.is_file()]
@@ -244,31 +247,31 @@ def load(directory: Path) -> Bundle:
     roles = need("agent", "roles", list) or []
     allowed = need("tools", "allowed", list) or []
     denied = data.get("tools", {}).get("denied", [])
-    writes = data.get("tools", {}).get("writes", [])
     approver_role = need("approvals", "approver_role", str)
     sections = data.get("sections", {})
+    # Argument schemas come from the tool registry; a bundle may narrow one for its workflow with
+    # [tools.schemas."<tool>"] (both must pass).
     schemas: dict[str, dict[str, Any]] = data.get("tools", {}).get("schemas", {})
     validators: dict[str, Draft202012Validator] = {}
     for tool in allowed:
-        schema = schemas.get(tool)
-        where = _line_of(text, f'[tools.schemas."{tool}"]')
-        if schema is None:
+        spec = registry.get(tool)
+        if spec is None:
             problems.append(
-                Problem(toml_path, _line_of(text, "allowed"), f"no argument schema for tool {tool!r}")
+                Problem(toml_path, _line_of(text, "allowed"), f"tool {tool!r} is not in the tool registry")
             )
             continue
-        try:
-            Draft202012Validator.check_schema(schema)
-            validators[tool] = Draft202012Validator(schema)
-        except SchemaError as exc:
-            problems.append(Problem(toml_path, where, f"schema for {tool!r} is invalid: {exc.message}"))
+        narrowing = schemas.get(tool)
+        if narrowing is not None:
+            try:
+                Draft202012Validator.check_schema(narrowing)
+            except SchemaError as exc:
+                where = _line_of(text, f'[tools.schemas."{tool}"]')
+                problems.append(Problem(toml_path, where, f"schema for {tool!r} is invalid: {exc.message}"))
+                continue
+        combined = spec.args_schema if narrowing is None else {"allOf": [spec.args_schema, narrowing]}
+        validators[tool] = Draft202012Validator(combined)
     for tool in set(allowed) & set(denied):
         problems.append(Problem(toml_path, _line_of(text, "denied"), f"{tool!r} is both allowed and denied"))
-    for tool in writes:
-        if tool not in allowed:
-            problems.append(
-                Problem(toml_path, _line_of(text, "writes"), f"write tool {tool!r} is not allowed")
-            )
 
     limits = {k: v for k, v in data.get("limits", {}).items()}
     for key, value in limits.items():
@@ -320,7 +323,7 @@ def load(directory: Path) -> Bundle:
         roles=tuple(roles),
         allowed_tools=frozenset(allowed),
         denied_tools=frozenset(denied),
-        writes=frozenset(writes),
+        writes=frozenset(t for t in allowed if (spec := registry.get(t)) is not None and spec.writes),
         schemas=schemas,
         approver_role=approver_role,
         rollout=rollout,  # type: ignore[arg-type]
@@ -340,8 +343,9 @@ class BundleSet:
     """Every bundle under `policies/`, by workflow, reloaded when its files change. A broken edit
     keeps the last good version in force (and is logged); a bundle that never loaded is an error."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, registry: ToolRegistry | None = None) -> None:
         self.root = root
+        self.registry = registry or load_registry()
         self._loaded: dict[Path, tuple[tuple[float, float], Bundle]] = {}
 
     def directories(self) -> list[Path]:
@@ -359,7 +363,7 @@ class BundleSet:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            bundle = load(directory)
+            bundle = load(directory, self.registry)
         except BundleError as exc:
             if cached is None:
                 raise
