@@ -16,6 +16,7 @@ from agentbus.executor.tools import BUILTINS
 from agentbus.planner.workflows import Transition, it_access
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import Execution, Verification
+from agentbus.shared.tools import load_registry
 from agentbus.verifier.checks import CHECKS
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,9 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+REGISTRY = load_registry()
+
+
 async def call(pool: asyncpg.Pool, tool: str, args: dict[str, Any], key: str) -> dict[str, Any]:
     return await BUILTINS[tool](pool, args, key)
 
@@ -39,7 +43,9 @@ async def call(pool: asyncpg.Pool, tool: str, args: dict[str, Any], key: str) ->
 async def check(
     pool: asyncpg.Pool, tool: str, args: dict[str, Any], key: str, result: dict[str, Any]
 ) -> tuple[str, bool, dict[str, Any]]:
-    name, run = CHECKS[tool]
+    spec = REGISTRY.get(tool)
+    assert spec is not None
+    name, run = spec.check, CHECKS[spec.check]
     ex = Execution(
         action_id="act-T-1-1", tool=tool, args=args, idempotency_key=key, status="succeeded", result=result
     )

@@ -16,7 +16,7 @@ from agentbus.shared.events import schemas as event_schemas
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
-from . import approvals, client, demo, policy, timeline
+from . import approvals, client, demo, policy, timeline, tools
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
 
@@ -24,6 +24,7 @@ app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kaf
 app.add_typer(approvals.app, name="approvals")
 
 app.add_typer(policy.app, name="policy")
+app.add_typer(tools.app, name="tools")
 
 StateDir = Annotated[
     Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")

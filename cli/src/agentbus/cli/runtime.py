@@ -129,7 +129,9 @@ class ServiceProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    quick_deaths: int = 0  # deaths in a row before becoming ready: a crash loop, so back off
     started_at: float = 0.0
+    died_at: float | None = None
     stopped: bool = False  # held down on purpose (stop_service), not restarted
 
     @property
@@ -141,6 +143,7 @@ class ServiceProcess:
 
     def spawn(self) -> None:
         self.ready_file.unlink(missing_ok=True)
+        self.died_at = None
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -192,9 +195,13 @@ class Supervisor:
                 for sp in self.procs.values():
                     if sp.stopped or sp.alive():
                         continue
-                    # Back off when a service keeps dying soon after start.
-                    backoff = min(10.0, 0.5 * 2 ** min(sp.restarts, 5))
-                    if time.monotonic() - sp.started_at < backoff:
+                    if sp.died_at is None:
+                        sp.died_at = time.monotonic()
+                        # A process that got ready and then died is restarted at once; one that
+                        # keeps dying before it is ready is in a crash loop, and we back off.
+                        sp.quick_deaths = 0 if sp.ready_file.exists() else sp.quick_deaths + 1
+                    backoff = 0.0 if sp.quick_deaths == 0 else min(10.0, 0.5 * 2 ** min(sp.quick_deaths, 5))
+                    if time.monotonic() - sp.died_at < backoff:
                         continue
                     sp.restarts += 1
                     sp.spawn()

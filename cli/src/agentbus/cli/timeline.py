@@ -59,5 +59,5 @@ def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
         offset_ms = (at - start).total_seconds() * 1000
         producer = event["producer"]["service"]
         at_text = f"+{offset_ms:.1f}ms"
-        lines.append(f"{n:>3}. {at_text:>11}  {event['type']:<21} {producer:<11} {describe(event)}")
+        lines.append(f"{n:>3}. {at_text:>11}  {event['type']:<21} {producer:<17} {describe(event)}")
     return "\n".join(lines)

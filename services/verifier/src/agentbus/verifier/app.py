@@ -4,12 +4,13 @@ from agentbus.shared import topics
 from agentbus.shared.bus import Bus
 from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
+from agentbus.shared.tools import load_registry
 
 from .handlers import VerifierHandlers
 
 settings = Settings(service="verifier")
 bus = Bus(settings)
-handlers = VerifierHandlers(bus)
+handlers = VerifierHandlers(bus, load_registry(settings.tools_dir))
 bus.subscribe(topics.ACTIONS_EXECUTED, handlers.on_action_executed)
 app = bus.app()
 

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import httpx
 from agentbus.shared.events import Execution
+from agentbus.shared.tools import HttpCheck
 
 Check = Callable[[asyncpg.Pool, Execution], Awaitable[tuple[bool, dict[str, Any]]]]
 
@@ -82,13 +84,37 @@ async def read_only(pool: asyncpg.Pool, ex: Execution) -> tuple[bool, dict[str, 
     return True, {"note": "read-only tool: nothing to verify"}
 
 
-CHECKS: dict[str, tuple[str, Check]] = {
-    "orders.get_order": ("read_only", read_only),
-    "payments.issue_refund": ("refund_exists_with_amount", refund_exists),
-    "shipping.create_return_label": ("label_exists_for_order", label_exists),
-    "helpdesk.reply_to_customer": ("reply_recorded", reply_exists),
-    "helpdesk.close_ticket": ("ticket_closed", ticket_closed),
-    "directory.get_user": ("read_only", read_only),
-    "directory.send_password_reset": ("reset_link_exists_for_key", reset_link_exists),
-    "directory.add_to_group": ("membership_present", membership_present),
+# Post-conditions by the id a tool declares as `check` in the tool registry.
+CHECKS: dict[str, Check] = {
+    "read_only": read_only,
+    "refund_exists_with_amount": refund_exists,
+    "label_exists_for_order": label_exists,
+    "reply_recorded": reply_exists,
+    "ticket_closed": ticket_closed,
+    "reset_link_exists_for_key": reset_link_exists,
+    "membership_present": membership_present,
 }
+
+
+async def http_read_back(
+    client: httpx.AsyncClient, check: HttpCheck, ex: Execution
+) -> tuple[bool, dict[str, Any]]:
+    """GET the resource the call should have created and compare the declared fields."""
+    values = {
+        **{f"args_{k}": v for k, v in ex.args.items()},
+        **{f"result_{k}": v for k, v in ex.result.items()},
+    }
+    try:
+        url = check.url.format(**values)
+        expected = {field: template.format(**values) for field, template in check.expect.items()}
+    except KeyError as exc:
+        return False, {"error": f"verify template needs {exc}"}
+    try:
+        response = await client.get(url, headers={"Accept": "application/json"}, timeout=10)
+    except httpx.HTTPError as exc:
+        return False, {"url": url, "error": f"{type(exc).__name__}: {exc}"}
+    if response.status_code != 200:
+        return False, {"url": url, "status": response.status_code}
+    body = response.json()
+    found = {field: str(body.get(field)) for field in expected}
+    return found == expected, {"url": url, "expected": expected, "found": found}

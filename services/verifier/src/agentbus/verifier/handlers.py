@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import httpx
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     ActionExecutedV1,
@@ -14,13 +15,16 @@ from agentbus.shared.events import (
     Event,
     Verification,
 )
+from agentbus.shared.tools import ToolRegistry, load_registry
 
-from .checks import CHECKS
+from .checks import CHECKS, http_read_back
 
 
 class VerifierHandlers:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, registry: ToolRegistry | None = None) -> None:
         self.bus = bus
+        self.registry = registry or load_registry()
+        self.http = httpx.AsyncClient()
         self.pool: asyncpg.Pool | None = None
 
     async def on_action_executed(self, event: Event) -> Sequence[Event]:
@@ -31,11 +35,16 @@ class VerifierHandlers:
             check, ok, evidence = "executor_accepted", False, {"refused": ex.error}
         elif ex.status == "failed":
             check, ok, evidence = "tool_succeeded", False, {"error": ex.error}
-        elif ex.tool not in CHECKS:
-            check, ok, evidence = "known_tool", False, {"error": f"no post-condition for {ex.tool}"}
+        elif (spec := self.registry.get(ex.tool)) is None:
+            check, ok, evidence = "known_tool", False, {"error": f"{ex.tool} is not in the tool registry"}
+        elif spec.http_check is not None:
+            check = "http_read_back"
+            ok, evidence = await http_read_back(self.http, spec.http_check, ex)
+        elif spec.check in CHECKS:
+            check = spec.check
+            ok, evidence = await CHECKS[check](self.pool, ex)
         else:
-            check, run = CHECKS[ex.tool]
-            ok, evidence = await run(self.pool, ex)
+            check, ok, evidence = spec.check, False, {"error": f"no post-condition named {spec.check!r}"}
         verified = event.answer(
             ActionVerifiedV1,
             Verification(
