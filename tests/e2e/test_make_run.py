@@ -92,7 +92,9 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             "helpdesk.reply_to_customer",
             "helpdesk.close_ticket",
         ):
-            assert re.search(rf"action\.executed\s+executor-\S+\s+\S+ {re.escape(tool)} succeeded", trace.stdout)
+            assert re.search(
+                rf"action\.executed\s+executor-\S+\s+\S+ {re.escape(tool)} succeeded", trace.stdout
+            )
 
         as_json = orjson.loads(cli("trace", t1001, "--json", env=env, cwd=tmp_path).stdout)
         assert as_json["status"] == "resolved" and len(as_json["events"]) == len(lines) - 1
