@@ -148,3 +148,17 @@ def order_result(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+def allowed(
+    signer: Any, proposal: Proposal, ticket_id: str = "T-1", tenant_id: str = TENANT
+) -> ActionDecidedV1:
+    """An allow for `proposal` carrying a capability signed by `signer`, as the decider issues it."""
+    decision = Decision(
+        proposal=proposal,
+        verdict="allow",
+        rule_ids=["test"],
+        reason="test",
+        capability=signer.issue(proposal, tenant_id),
+    )
+    return ActionDecidedV1(ticket_id=ticket_id, tenant_id=tenant_id, producer=PRODUCER, payload=decision)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import builders
 import pytest
 from agentbus.planner.handlers import PlannerHandlers
-from agentbus.planner.workflows import TaskState
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
@@ -19,19 +16,9 @@ from agentbus.shared.events import (
     decode,
 )
 from agentbus.shared.settings import Settings
+from fakes import MemoryTaskStore
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-
-
-class MemoryTaskStore:
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[TaskState, dict[str, Any]]] = {}
-
-    async def load(self, ticket_id: str) -> tuple[TaskState, dict[str, Any]] | None:
-        return self.rows.get(ticket_id)
-
-    async def save(self, state: TaskState, memo: dict[str, Any]) -> None:
-        self.rows[state.ticket_id] = (state, memo)
 
 
 @pytest.fixture

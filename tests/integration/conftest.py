@@ -44,3 +44,14 @@ def start_stack():
     """`async with start_stack(broker, db, prefix, dir[, extra_env=…]) as stack:` — the stack, logs
     shown on failure."""
     return running_stack
+
+
+@pytest.fixture
+def payment_api():
+    """The local payment API (tests/payment_api.py), running for one test."""
+    from payment_api import PaymentApi
+
+    api = PaymentApi()
+    api.start()
+    yield api
+    api.stop()

@@ -7,25 +7,17 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import builders
 import pytest
 from agentbus.cli import client
 from agentbus.shared.capabilities import load_signer
 from agentbus.shared.db import connect
-from agentbus.shared.events import ActionDecidedV1, Decision, Producer, Proposal
-from payment_api import TOKEN, PaymentApi, declaration
+from agentbus.shared.events import Proposal
+from payment_api import TOKEN, declaration
 
 pytestmark = pytest.mark.integration
 
 ACTIONS = 500
-POLICY = Producer(service="policy", version="test", instance="crash-test")
-
-
-@pytest.fixture
-def payment_api():
-    api = PaymentApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 async def test_sigkill_between_call_and_ledger_commit_never_acts_twice(
@@ -56,16 +48,7 @@ async def test_sigkill_between_call_and_ledger_commit_never_acts_twice(
                 args={"order_id": f"ORD-{1000 + n}", "amount_cents": 100 + n},
                 idempotency_key=f"acme:{ticket}:1:payments_api.refund",
             )
-            decision = Decision(
-                proposal=proposal,
-                verdict="allow",
-                rule_ids=["test"],
-                reason="test",
-                capability=signer.issue(proposal, "acme"),
-            )
-            decisions.append(
-                ActionDecidedV1(ticket_id=ticket, tenant_id="acme", producer=POLICY, payload=decision)
-            )
+            decisions.append(builders.allowed(signer, proposal, ticket))
         await client.publish(stack.settings(), decisions)
 
         conn = await connect(server_database_url)

@@ -6,26 +6,17 @@ from __future__ import annotations
 
 import uuid
 
+import builders
 import pytest
 from agentbus.cli import client, demo
 from agentbus.shared.capabilities import load_signer
 from agentbus.shared.db import connect
-from agentbus.shared.events import ActionDecidedV1, Decision, Producer, Proposal
+from agentbus.shared.events import ActionDecidedV1, Proposal
 from agentbus.shared.status import FINAL
 from agentbus.trace_sink.store import ticket_events
-from payment_api import TOKEN, PaymentApi, declaration
+from payment_api import TOKEN, declaration
 
 pytestmark = pytest.mark.integration
-
-POLICY = Producer(service="policy", version="test", instance="failures-test")
-
-
-@pytest.fixture
-def payment_api():
-    api = PaymentApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 def allowed(signer, tool: str, amount: int) -> ActionDecidedV1:
@@ -38,14 +29,7 @@ def allowed(signer, tool: str, amount: int) -> ActionDecidedV1:
         args={"order_id": "ORD-1001", "amount_cents": amount},
         idempotency_key=f"acme:{ticket}:1:{tool}",
     )
-    decision = Decision(
-        proposal=proposal,
-        verdict="allow",
-        rule_ids=["test"],
-        reason="test",
-        capability=signer.issue(proposal, "acme"),
-    )
-    return ActionDecidedV1(ticket_id=ticket, tenant_id="acme", producer=POLICY, payload=decision)
+    return builders.allowed(signer, proposal, ticket)
 
 
 async def test_failing_tools_are_retried_reported_and_escalated_while_others_serve(

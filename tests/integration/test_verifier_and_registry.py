@@ -19,11 +19,8 @@ from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import Signer, Verifier
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import (
-    ActionDecidedV1,
     ActionExecutedV1,
-    Decision,
     EscalationRequestedV1,
-    Proposal,
 )
 from agentbus.shared.settings import Settings
 from agentbus.shared.tools import load_registry
@@ -45,19 +42,6 @@ async def pool(server_database_url: str) -> AsyncIterator:
     await pool.close()
 
 
-def decided(signer: Signer, proposal: Proposal) -> ActionDecidedV1:
-    decision = Decision(
-        proposal=proposal,
-        verdict="allow",
-        rule_ids=["test"],
-        reason="test",
-        capability=signer.issue(proposal, "acme"),
-    )
-    event = builders.event(ActionDecidedV1, payload=decision)
-    assert isinstance(event, ActionDecidedV1)
-    return event
-
-
 async def test_verifier_catches_a_refund_altered_behind_the_executors_back(pool) -> None:
     key = Ed25519PrivateKey.generate()
     signer = Signer("k", key)
@@ -67,7 +51,7 @@ async def test_verifier_catches_a_refund_altered_behind_the_executors_back(pool)
     verifier.pool = pool
 
     proposal = builders.proposal(args={"order_id": "ORD-1001", "amount_cents": 2000, "currency": "USD"})
-    [executed] = await executor.on_action_decided(decided(signer, proposal))
+    [executed] = await executor.on_action_decided(builders.allowed(signer, proposal))
     assert isinstance(executed, ActionExecutedV1) and executed.payload.status == "succeeded"
     [honest] = await verifier.on_action_executed(executed)
     assert honest.payload.verified  # type: ignore[attr-defined]
@@ -136,7 +120,7 @@ async def test_a_tool_declared_once_is_planned_validated_executed_and_verified(
             Bus(Settings(service="executor")), Verifier({"k": key.public_key()}), registry
         )
         executor.pool, executor.ledger = pool, PgEffectLedger(pool)
-        [executed] = await executor.on_action_decided(decided(Signer("k", key), good))
+        [executed] = await executor.on_action_decided(builders.allowed(Signer("k", key), good))
         assert executed.payload.status == "succeeded", executed.payload.error  # type: ignore[attr-defined]
         assert api.effects[good.idempotency_key] == 1
         verifier = VerifierHandlers(Bus(Settings(service="verifier")), registry)
