@@ -19,7 +19,6 @@ from agentbus.shared.redaction import redact
 from agentbus.shared.tools import ToolRegistry, ToolSpec, load_registry
 
 from . import http_tool
-from .errors import ToolError
 from .runner import Outcome, Runner
 from .store import EffectLedger
 from .tools import BUILTINS
@@ -131,6 +130,3 @@ class ExecutorHandlers:
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         return cause.answer(ActionExecutedV1, execution, self.bus.producer)
-
-
-__all__ = ["ExecutorHandlers", "ToolError"]

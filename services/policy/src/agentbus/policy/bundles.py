@@ -30,7 +30,6 @@ BUILTIN_RULES = frozenset(
         "tool.denied",
         "tool.not_allowed",
         "args.invalid",
-        "facts.unavailable",
         "rules.no_permit",
         "limit.tool_calls",
         "limit.model_calls",
@@ -106,9 +105,6 @@ class Bundle:
     cedar: str
     rules: dict[str, CedarRule] = field(default_factory=dict)  # by Cedar policy id
     validators: dict[str, Draft202012Validator] = field(default_factory=dict, compare=False, repr=False)
-
-    def section(self, rule_id: str) -> str:
-        return self.sections.get(rule_id, rule_id)
 
     def thresholds_for_rollout(self) -> dict[str, Any]:
         """`[thresholds]`, with `[thresholds.expanded]` laid over it in expanded rollout."""

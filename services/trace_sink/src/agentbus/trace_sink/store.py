@@ -28,12 +28,3 @@ async def ticket_events(conn: asyncpg.Pool | asyncpg.Connection, ticket_id: str)
         ticket_id,
     )
     return [dict(r["event"], _topic=r["topic"], _recorded_at=r["recorded_at"]) for r in rows]
-
-
-async def recent_tickets(conn: asyncpg.Pool | asyncpg.Connection, limit: int = 50) -> list[str]:
-    rows = await conn.fetch(
-        """SELECT ticket_id FROM audit.events WHERE ticket_id IS NOT NULL
-           GROUP BY ticket_id ORDER BY max(seq) DESC LIMIT $1""",
-        limit,
-    )
-    return [r["ticket_id"] for r in rows]

@@ -100,10 +100,6 @@ class ToolRegistry:
     def groups(self) -> list[str]:
         return sorted({t.group for t in self._tools.values()})
 
-    def in_groups(self, groups: set[str] | None) -> set[str]:
-        """Tool names in these groups (all when None)."""
-        return {t.name for t in self._tools.values() if groups is None or t.group in groups}
-
 
 def _spec(name: str, raw: dict[str, Any], source: str) -> ToolSpec:
     def fail(problem: str) -> ToolRegistryError:
