@@ -16,20 +16,21 @@ from agentbus.shared.events import (
     DeadLetterRecordedV1,
     Decision,
     EscalationRequest,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
     Execution,
     Producer,
     Proposal,
     Switch,
     TaskClassified,
-    TaskClassifiedV1,
-    TaskFinishedV1,
+    TaskClassifiedV2,
+    TaskFinishedV2,
     TaskOutcome,
     TicketReceived,
     TicketReceivedV1,
     Verification,
 )
+from agentbus.shared.events import legacy
 
 PRODUCER = Producer(service="tests", version="0.0.0", instance="pytest-1")
 TENANT = "acme"
@@ -71,20 +72,29 @@ def proposal(**overrides: Any) -> Proposal:
 def payloads() -> dict[type[Event], Any]:
     """One minimal valid payload per event model."""
     prop = proposal()
+    classified = TaskClassified(
+        intent="refund_request",
+        workflow="refunds",
+        language="en",
+        eligible=True,
+        risk_tier="medium",
+        reasons=["intake.intent.refund_keywords"],
+        customer_id=CUSTOMER,
+        order_id="ORD-1001",
+        subject="Refund for ORD-1001",
+        channel="email",
+    )
+    v1_fields = set(legacy.TaskClassified.model_fields)
     return {
         TicketReceivedV1: ticket(),
-        TaskClassifiedV1: TaskClassified(
-            intent="refund_request",
-            workflow="refunds",
-            language="en",
-            eligible=True,
-            risk_tier="medium",
-            reasons=["intake.intent.refund_keywords"],
-            customer_id=CUSTOMER,
-            order_id="ORD-1001",
-            subject="Refund for ORD-1001",
-            channel="email",
+        legacy.TaskClassifiedV1: legacy.TaskClassified(
+            **{k: v for k, v in classified.model_dump().items() if k in v1_fields}
         ),
+        legacy.TaskFinishedV1: legacy.TaskOutcome(outcome="resolved", summary="done"),
+        legacy.EscalationRequestedV1: legacy.EscalationRequest(
+            reason="out_of_scope", summary="a human should answer"
+        ),
+        TaskClassifiedV2: classified,
         ActionProposedV1: prop,
         ActionDecidedV1: Decision(
             proposal=prop, verdict="allow", rule_ids=["refund.autonomous"], reason="§3.1"
@@ -100,8 +110,8 @@ def payloads() -> dict[type[Event], Any]:
         ActionVerifiedV1: Verification(
             action_id=prop.action_id, tool=prop.tool, verified=True, check="refund_recorded"
         ),
-        TaskFinishedV1: TaskOutcome(outcome="resolved", summary="done"),
-        EscalationRequestedV1: EscalationRequest(reason="out_of_scope", summary="a human should answer"),
+        TaskFinishedV2: TaskOutcome(outcome="resolved", summary="done"),
+        EscalationRequestedV2: EscalationRequest(reason="out_of_scope", summary="a human should answer"),
         ApprovalDecidedV1: ApprovalDecision(
             approval_id="APR-1",
             proposal=prop,

@@ -11,7 +11,7 @@ from agentbus.shared.events import (
     ActionProposedV1,
     ActionVerifiedV1,
     Event,
-    TaskClassifiedV1,
+    TaskClassifiedV2,
     Verification,
     decode,
 )
@@ -37,9 +37,9 @@ def planner() -> tuple[Bus, MemoryTaskStore, list[Event]]:
     return bus, store, proposed
 
 
-def classified() -> TaskClassifiedV1:
-    event = builders.event(TaskClassifiedV1, step=1)
-    assert isinstance(event, TaskClassifiedV1)
+def classified() -> TaskClassifiedV2:
+    event = builders.event(TaskClassifiedV2, step=1)
+    assert isinstance(event, TaskClassifiedV2)
     return event
 
 

@@ -10,10 +10,10 @@ from agentbus.shared.events import (
     ActionDecidedV1,
     ActionProposedV1,
     Decision,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
     TaskClassified,
-    TaskClassifiedV1,
+    TaskClassifiedV2,
     decode,
 )
 from agentbus.shared.settings import Settings
@@ -38,7 +38,7 @@ async def test_group_access_task_is_planned_by_it_access_and_a_deny_escalates() 
     async def escalated(msg: KafkaMessage) -> None:
         out.append(decode(msg.body))
 
-    base = builders.payloads()[TaskClassifiedV1]
+    base = builders.payloads()[TaskClassifiedV2]
     assert isinstance(base, TaskClassified)
     task = base.model_copy(
         update={
@@ -49,13 +49,13 @@ async def test_group_access_task_is_planned_by_it_access_and_a_deny_escalates() 
         }
     )
     async with TestKafkaBroker(bus.broker):
-        await bus.publish(builders.event(TaskClassifiedV1, task, step=1))
+        await bus.publish(builders.event(TaskClassifiedV2, task, step=1))
         first = out[0]
         assert isinstance(first, ActionProposedV1)
         deny = Decision(proposal=first.payload, verdict="deny", rule_ids=["agent.mismatch"], reason="no")
         await bus.publish(first.answer(ActionDecidedV1, deny, bus.producer))
 
-    assert [type(e) for e in out] == [ActionProposedV1, EscalationRequestedV1]
+    assert [type(e) for e in out] == [ActionProposedV1, EscalationRequestedV2]
     proposal = out[0].payload
     assert proposal.tool == "directory.get_user"
     assert proposal.agent == "agent:it-access"

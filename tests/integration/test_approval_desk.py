@@ -16,7 +16,7 @@ from agentbus.shared.events import (
     ActionDecidedV1,
     ApprovalDecidedV1,
     Decision,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
 )
 from builders import PRODUCER, proposal
@@ -140,7 +140,7 @@ async def test_an_overdue_approval_expires_into_an_escalation(store: PgEscalatio
     assert (await desk.get(aid))["status"] == "expired"
     assert (await desk.get(fresh))["status"] == "pending"
     [event] = broker.published
-    assert isinstance(event, EscalationRequestedV1)
+    assert isinstance(event, EscalationRequestedV2)
     assert event.payload.reason == "approval_expired" and event.causation_id == decision.event_id
     with pytest.raises(NotPending, match="is already expired"):
         await desk.decide(aid, ALICE, approve=True, reason="too late")

@@ -15,7 +15,7 @@ from agentbus.shared.bus import Bus, ensure_topics
 from agentbus.shared.events import (
     DeadLetterRecordedV1,
     Event,
-    TaskClassifiedV1,
+    TaskClassifiedV2,
     decode,
 )
 from agentbus.shared.serialization import dumps
@@ -70,8 +70,8 @@ async def read_all(
         await consumer.stop()
 
 
-def classified_for(event: Event, bus: Bus) -> TaskClassifiedV1:
-    return event.answer(TaskClassifiedV1, builders.payloads()[TaskClassifiedV1], bus.producer)
+def classified_for(event: Event, bus: Bus) -> TaskClassifiedV2:
+    return event.answer(TaskClassifiedV2, builders.payloads()[TaskClassifiedV2], bus.producer)
 
 
 async def run_bus(bus: Bus, until, timeout: float = 30) -> None:

@@ -20,7 +20,7 @@ from agentbus.shared.capabilities import Signer, Verifier
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import (
     ActionExecutedV1,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
 )
 from agentbus.shared.settings import Settings
 from agentbus.shared.tools import load_registry
@@ -62,7 +62,7 @@ async def test_verifier_catches_a_refund_altered_behind_the_executors_back(pool)
     verified, escalation = await verifier.on_action_executed(executed)
     assert not verified.payload.verified  # type: ignore[attr-defined]
     assert verified.payload.evidence["amount_cents"] == 200000  # type: ignore[attr-defined]
-    assert isinstance(escalation, EscalationRequestedV1)
+    assert isinstance(escalation, EscalationRequestedV2)
     assert escalation.payload.reason == "verification_failed"
     assert "200000" in str(escalation.payload.details["evidence"])
 

@@ -8,8 +8,8 @@ from agentbus.shared.events import (
     ActionDecidedV1,
     DeadLetterRecordedV1,
     Event,
-    TaskClassifiedV1,
-    TaskFinishedV1,
+    TaskClassifiedV2,
+    TaskFinishedV2,
     TicketReceivedV1,
 )
 from agentbus.shared.serialization import dumps
@@ -26,8 +26,8 @@ def received(ticket_id: str, subject: str = "Refund please") -> bytes:
 def test_summary_is_newest_first_with_statuses() -> None:
     view = TicketView()
     view.add_raw(received("T-1", "first"))
-    view.add_raw(raw(TaskClassifiedV1, "T-1"))
-    view.add_raw(raw(TaskFinishedV1, "T-1"))
+    view.add_raw(raw(TaskClassifiedV2, "T-1"))
+    view.add_raw(raw(TaskFinishedV2, "T-1"))
     view.add_raw(received("T-2", "second"))
     rows = view.summary()
     assert [r["ticket_id"] for r in rows] == ["T-2", "T-1"]
@@ -43,7 +43,7 @@ def test_a_new_event_moves_its_ticket_to_the_top() -> None:
     view = TicketView()
     view.add_raw(received("T-1"))
     view.add_raw(received("T-2"))
-    view.add_raw(raw(TaskClassifiedV1, "T-1"))
+    view.add_raw(raw(TaskClassifiedV2, "T-1"))
     assert [r["ticket_id"] for r in view.summary()] == ["T-1", "T-2"]
     assert view.summary()[0]["status"] == "in_progress"
 

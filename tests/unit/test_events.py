@@ -15,11 +15,12 @@ from agentbus.shared.events import (
     DecodeError,
     Event,
     Producer,
-    TaskClassifiedV1,
+    TaskClassifiedV2,
     TicketReceivedV1,
     decode,
 )
 from agentbus.shared.events import registry as registry_module
+from agentbus.shared.events.registry import latest_version
 from agentbus.shared.serialization import dumps, loads
 
 
@@ -39,7 +40,19 @@ def test_builders_cover_every_model() -> None:
     assert set(REGISTRY.values()) == set(EVENT_MODELS)
 
 
-@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.TYPE)
+CURRENT = [m for m in EVENT_MODELS if m.VERSION == latest_version(m.TYPE)]
+SUPERSEDED = [m for m in EVENT_MODELS if m not in CURRENT]
+
+
+def test_three_event_types_have_a_superseded_version() -> None:
+    assert sorted((m.TYPE, m.VERSION) for m in SUPERSEDED) == [
+        ("escalation.requested", 1),
+        ("task.classified", 1),
+        ("task.finished", 1),
+    ]
+
+
+@pytest.mark.parametrize("model", CURRENT, ids=lambda m: m.TYPE)
 def test_round_trip(model: type[Event]) -> None:
     event = builders.event(model, causation_id="01-cause", step=3, policy_version="sha256:ab")
     raw = dumps(event)
@@ -52,11 +65,25 @@ def test_round_trip(model: type[Event]) -> None:
     assert obj["version"] == model.VERSION
 
 
-@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: m.TYPE)
+@pytest.mark.parametrize("model", SUPERSEDED, ids=lambda m: m.TYPE)
+def test_superseded_version_is_upcast_to_the_current_one(model: type[Event]) -> None:
+    old = builders.event(model, step=3)
+    back = decode(dumps(old))
+    assert back.version == latest_version(model.TYPE) == model.VERSION + 1
+    assert back.event_id == old.event_id and back.step == 3
+    # v2 only adds fields: every v1 payload field survives with its value.
+    new_payload = back.payload.model_dump(mode="json")
+    for key, value in old.payload.model_dump(mode="json").items():
+        assert new_payload[key] == value
+
+
+@pytest.mark.parametrize("model", EVENT_MODELS, ids=lambda m: f"{m.TYPE}.v{m.VERSION}")
 def test_type_and_version_are_pinned(model: type[Event]) -> None:
     event = builders.event(model)
     assert event.type == model.TYPE
-    assert event.version == model.VERSION == 1
+    assert event.version == model.VERSION
+    with pytest.raises(pydantic.ValidationError):
+        model.model_validate({**event.model_dump(), "version": model.VERSION + 1})
 
 
 def test_extra_envelope_field_is_invalid() -> None:
@@ -209,8 +236,8 @@ def test_event_ids_are_unique_uuid7() -> None:
 def test_answer_links_the_next_event(producer: Producer) -> None:
     cause = builders.event(TicketReceivedV1, step=2, traceparent="00-abc-def-01", policy_version="sha256:1")
     other = Producer(service="intake", version="0.1.0", instance="intake-1")
-    nxt = cause.answer(TaskClassifiedV1, builders.payloads()[TaskClassifiedV1], other)
-    assert isinstance(nxt, TaskClassifiedV1)
+    nxt = cause.answer(TaskClassifiedV2, builders.payloads()[TaskClassifiedV2], other)
+    assert isinstance(nxt, TaskClassifiedV2)
     assert nxt.ticket_id == cause.ticket_id == "T-1"
     assert nxt.tenant_id == cause.tenant_id == "acme"
     assert nxt.causation_id == cause.event_id
@@ -223,6 +250,6 @@ def test_answer_links_the_next_event(producer: Producer) -> None:
 
 def test_answer_envelope_overrides(producer: Producer) -> None:
     cause = builders.event(TicketReceivedV1)
-    nxt = cause.answer(TaskClassifiedV1, builders.payloads()[TaskClassifiedV1], producer, policy_version="v2")
+    nxt = cause.answer(TaskClassifiedV2, builders.payloads()[TaskClassifiedV2], producer, policy_version="v2")
     assert nxt.policy_version == "v2"
     assert nxt.causation_id == cause.event_id

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from agentbus.planner.workflows import Planner, TaskState, Transition, WorkflowPlanner, default_planner
 from agentbus.planner.workflows import it_access as wf
-from agentbus.shared.events import Decision, TaskClassified, TaskClassifiedV1, Verification
+from agentbus.shared.events import Decision, TaskClassified, TaskClassifiedV2, Verification
 from builders import payloads
 
 TICKET, TENANT, USER = "T-7", "acme", "U-100"
@@ -350,18 +350,18 @@ def test_unknown_intent_or_missing_group_does_not_start() -> None:
 
 
 def classified(**overrides: Any) -> TaskClassified:
-    base = payloads()[TaskClassifiedV1]  # an eligible refund task for ORD-1001
+    base = payloads()[TaskClassifiedV2]  # an eligible refund task for ORD-1001
     assert isinstance(base, TaskClassified)
     return base.model_copy(update=overrides)
 
 
-def test_workflow_planner_routes_each_task_to_its_workflow() -> None:
+async def test_workflow_planner_routes_each_task_to_its_workflow() -> None:
     planner: Planner = default_planner()
-    refund = planner.start("T-1", TENANT, classified())
+    refund = await planner.start("T-1", TENANT, classified())
     assert refund is not None and refund.proposal is not None
     assert (refund.state.workflow, refund.proposal.tool) == ("refunds", "orders.get_order")
 
-    access = planner.start(
+    access = await planner.start(
         "T-2",
         TENANT,
         classified(
@@ -376,7 +376,7 @@ def test_workflow_planner_routes_each_task_to_its_workflow() -> None:
     assert access.proposal.args == {"user_id": USER, "group_id": "grp-wiki"}
 
     # Later inputs go to the workflow stored with the task.
-    nxt = planner.on_verified(access.state, verified(access.state, group_result("grp-wiki")))
+    nxt = await planner.on_verified(access.state, verified(access.state, group_result("grp-wiki")))
     assert nxt is not None and nxt.proposal is not None
     assert nxt.proposal.tool == "directory.add_to_group"
 
@@ -392,11 +392,11 @@ def test_workflow_planner_routes_each_task_to_its_workflow() -> None:
     ],
     ids=["no_workflow", "unknown_workflow", "not_eligible", "it_access_no_user", "refund_no_order"],
 )
-def test_workflow_planner_starts_nothing_it_cannot_handle(overrides: dict[str, Any]) -> None:
-    assert default_planner().start("T-1", TENANT, classified(**overrides)) is None
+async def test_workflow_planner_starts_nothing_it_cannot_handle(overrides: dict[str, Any]) -> None:
+    assert await default_planner().start("T-1", TENANT, classified(**overrides)) is None
 
 
-def test_workflow_planner_ignores_tasks_of_unknown_workflows() -> None:
+async def test_workflow_planner_ignores_tasks_of_unknown_workflows() -> None:
     planner = WorkflowPlanner([])
     state = begin().state
-    assert planner.on_verified(state, verified(state, user_result())) is None
+    assert await planner.on_verified(state, verified(state, user_result())) is None

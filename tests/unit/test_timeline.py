@@ -12,8 +12,8 @@ from agentbus.shared.events import (
     ActionDecidedV1,
     ActionProposedV1,
     Decision,
-    TaskClassifiedV1,
-    TaskFinishedV1,
+    TaskClassifiedV2,
+    TaskFinishedV2,
     TicketReceivedV1,
 )
 from agentbus.shared.serialization import dumps, loads
@@ -32,10 +32,10 @@ def chain() -> list[dict[str, Any]]:
     )
     models = [
         (TicketReceivedV1, None),
-        (TaskClassifiedV1, None),
+        (TaskClassifiedV2, None),
         (ActionProposedV1, None),
         (ActionDecidedV1, decision),
-        (TaskFinishedV1, None),
+        (TaskFinishedV2, None),
     ]
     return [
         loads(
@@ -59,7 +59,8 @@ def test_one_line_per_event_in_order() -> None:
     assert lines[0].startswith("ticket T-1")
     assert "status: resolved" in lines[0]
     assert "5 events" in lines[0]
-    body = lines[1:]
+    body, footer = lines[1:-1], lines[-1]
+    assert footer == "cost: $0.000000 for 0 model calls, 0 tokens; prompts: none"
     assert len(body) == len(events)
     for n, (line, event) in enumerate(zip(body, events, strict=True), 1):
         assert line.strip().startswith(f"{n}.")
@@ -97,3 +98,37 @@ def test_classified_line_shows_facts_only_when_there_are_some() -> None:
     assert "facts=" not in describe(classified)
     with_facts = {**classified, "payload": {**classified["payload"], "facts": {"user_id": "U-100"}}}
     assert 'facts={"user_id":"U-100"}' in describe(with_facts)
+
+
+def test_model_calls_show_per_step_and_sum_to_the_ticket_cost() -> None:
+    events = chain()
+    plan = {
+        "purpose": "plan",
+        "model": "large-1",
+        "endpoint": "local",
+        "route_reason": "planning",
+        "prompt_version": "plan@0123456789ab",
+        "sources": ["§3.1", "§3.2"],
+        "reasks": 1,
+        "usage": {"model_calls": 2, "prompt_tokens": 900, "completion_tokens": 100, "cost_microdollars": 1500},
+    }
+    classify = {
+        **plan,
+        "purpose": "classify",
+        "model": "small-1",
+        "prompt_version": "classify@ba9876543210",
+        "sources": [],
+        "reasks": 0,
+        "usage": {"model_calls": 1, "prompt_tokens": 300, "completion_tokens": 20, "cost_microdollars": 25},
+    }
+    for event in events:
+        if event["type"] == "action.proposed":
+            event["payload"]["context"]["model_calls"] = [plan]
+        if event["type"] == "task.classified":
+            event["payload"]["model_calls"] = [classify]
+    text = render("T-1", events, "resolved")
+    proposed = next(line for line in text.splitlines() if "action.proposed" in line)
+    assert "[plan large-1 prompt=plan@0123456789ab sources=§3.1,§3.2 reasks=1 $0.001500]" in proposed
+    assert text.splitlines()[-1] == (
+        "cost: $0.001525 for 2 model calls, 1320 tokens; prompts: classify@ba9876543210, plan@0123456789ab"
+    )

@@ -1,29 +1,25 @@
-"""Redaction of tool outputs before they are published: secrets by key name, PII by pattern."""
+"""Redaction of tool outputs before they are published: secrets by key name, PII as detected by `pii.find`."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from .events import Event, TicketReceivedV1
+from .pii.detect import find, replace
+
 SECRET_KEYS = re.compile(
     r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|private[_-]?key|otp)", re.I
 )
-EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
-CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-PHONE = re.compile(r"(?<!\w)\+?\d[\d ().-]{7,}\d(?!\w)")
-IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 
 
 def redact_text(text: str) -> str:
-    text = EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
-    text = IBAN.sub("[iban]", text)
-    text = CARD.sub("[card]", text)
-    return PHONE.sub("[phone]", text)
+    """`text` with each email, phone, card number, IBAN and postal address replaced by `[<kind>]`."""
+    return replace(text, find(text), lambda span: f"[{span.kind}]")
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of `value` with secret-named fields replaced and emails, card numbers, IBANs and
-    phone numbers masked in every string."""
+    """A copy of `value` with secret-named fields replaced and personal data masked in every string."""
     if key and SECRET_KEYS.search(key):
         return "[redacted]"
     if isinstance(value, dict):
@@ -33,3 +29,21 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return redact_text(value)
     return value
+
+
+def redact_inbound(event: Event) -> Event:
+    """The upstream ticket with its personal data masked. tickets.received is the one topic that
+    carries PII (intake tokenizes it); consumers that keep or show events — the audit store, the
+    console — keep this copy instead of the original."""
+    if not isinstance(event, TicketReceivedV1):
+        return event
+    ticket = event.payload
+    masked = ticket.model_copy(
+        update={
+            "subject": redact_text(ticket.subject),
+            "body": redact_text(ticket.body),
+            "customer": ticket.customer.model_copy(update={"email": redact_text(ticket.customer.email)}),
+            "metadata": redact(ticket.metadata),
+        }
+    )
+    return event.model_copy(update={"payload": masked})

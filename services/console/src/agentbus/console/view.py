@@ -6,6 +6,7 @@ from collections import OrderedDict
 from typing import Any
 
 from agentbus.shared.events import DecodeError, decode
+from agentbus.shared.redaction import redact_inbound
 from agentbus.shared.status import ticket_status
 
 
@@ -20,7 +21,7 @@ class TicketView:
 
     def add_raw(self, value: bytes | None) -> None:
         try:
-            event = decode(value or b"").model_dump(mode="json")
+            event = redact_inbound(decode(value or b"")).model_dump(mode="json")
         except DecodeError:
             return  # not a valid event; its consumer dead-letters it and we show that instead
         event_id, ticket_id = event["event_id"], event["ticket_id"]

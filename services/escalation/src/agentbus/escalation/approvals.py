@@ -14,7 +14,7 @@ from agentbus.shared.events import (
     ApprovalDecidedV1,
     ApprovalDecision,
     EscalationRequest,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
     Producer,
     Proposal,
@@ -75,7 +75,7 @@ def decided_event(
     )
 
 
-def expired_event(row: Row, *, producer: Producer) -> EscalationRequestedV1:
+def expired_event(row: Row, *, producer: Producer) -> EscalationRequestedV2:
     """escalation.requested (approval_expired) for an approval nobody decided in time: the ticket
     goes to a human with the change that was never made."""
     proposal = Proposal.model_validate(row["proposal"])
@@ -100,8 +100,8 @@ def expired_event(row: Row, *, producer: Producer) -> EscalationRequestedV1:
         rule_ids=list(source.payload.rule_ids) if source else [],
     )
     if source is not None:
-        return source.answer(EscalationRequestedV1, payload, producer)
-    return EscalationRequestedV1(
+        return source.answer(EscalationRequestedV2, payload, producer)
+    return EscalationRequestedV2(
         ticket_id=row["ticket_id"], tenant_id=row["tenant_id"], producer=producer, payload=payload
     )
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     ActionDecidedV1,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
-    TaskFinishedV1,
+    TaskFinishedV2,
     TaskOutcome,
 )
 
@@ -28,7 +28,7 @@ class EscalationHandlers:
         self.approval_ttl_s = approval_ttl_s
 
     async def on_escalation_requested(self, event: Event) -> Sequence[Event]:
-        assert isinstance(event, EscalationRequestedV1) and event.ticket_id
+        assert isinstance(event, EscalationRequestedV2) and event.ticket_id
         assert self.store is not None, "escalation store not opened"
         request = event.payload
         hid = await self.store.add_handoff(
@@ -42,8 +42,10 @@ class EscalationHandlers:
                 "rule_ids": request.rule_ids,
             }
         )
-        outcome = TaskOutcome(outcome="escalated", summary=request.summary, handoff_id=hid)
-        return [event.answer(TaskFinishedV1, outcome, self.bus.producer)]
+        outcome = TaskOutcome(
+            outcome="escalated", summary=request.summary, handoff_id=hid, usage=request.usage
+        )
+        return [event.answer(TaskFinishedV2, outcome, self.bus.producer)]
 
     async def on_action_decided(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ActionDecidedV1) and event.ticket_id

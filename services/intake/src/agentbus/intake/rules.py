@@ -8,6 +8,8 @@ from typing import Any
 from agentbus.shared.events import TaskClassified, TicketReceived
 from pydantic import JsonValue
 
+from .classifier import ModelHint
+
 ORDER_ID = re.compile(r"\bORD-\d{3,}\b", re.IGNORECASE)
 REFUND_WORDS = re.compile(
     r"\b(refund|money back|reimburse|return(ed|ing)?|chargeback|erstattung|rembourse\w*|reembolso)\b",
@@ -43,7 +45,19 @@ def detect_language(text: str) -> str:
     return lang if score >= 2 else "en"
 
 
-def classify(ticket: TicketReceived) -> TaskClassified:
+# The workflow contract: which workflow serves which intent.
+WORKFLOW_OF_INTENT: dict[str, str | None] = {
+    "refund_request": "refunds",
+    "password_reset": "it_access",
+    "group_access": "it_access",
+    "question": None,
+}
+RISK_ORDER = ("low", "medium", "high")
+
+
+def classify(ticket: TicketReceived, hint: ModelHint | None = None) -> TaskClassified:
+    """Intent, workflow, language and risk by rules, or by a model's `hint` where one is given;
+    eligibility against the workflow contract is always checked by the rules."""
     text = f"{ticket.subject}\n{ticket.body}"
     reasons: list[str] = []
     order_id = ticket.order_id
@@ -64,6 +78,9 @@ def classify(ticket: TicketReceived) -> TaskClassified:
     else:
         intent, workflow = "question", None
         reasons.append("intake.intent.no_workflow_match")
+    if hint is not None and hint.intent != intent:
+        intent, workflow = hint.intent, WORKFLOW_OF_INTENT[hint.intent]
+        reasons.append(f"intake.intent.model_{hint.intent}")
 
     eligible = workflow is not None
     if workflow == "refunds" and order_id is None:
@@ -75,11 +92,15 @@ def classify(ticket: TicketReceived) -> TaskClassified:
     risk = "high" if HIGH_RISK_WORDS.search(text) else ("medium" if workflow else "low")
     if risk == "high":
         reasons.append("intake.risk.high_risk_words")
+    if hint is not None and RISK_ORDER.index(hint.risk_tier) > RISK_ORDER.index(risk):
+        # A model may raise the risk tier, never lower what the rules found.
+        risk = hint.risk_tier
+        reasons.append("intake.risk.model")
 
     return TaskClassified(
         intent=intent,
         workflow=workflow,
-        language=detect_language(text),
+        language=hint.language if hint is not None else detect_language(text),
         eligible=eligible,
         risk_tier=risk,
         reasons=reasons,

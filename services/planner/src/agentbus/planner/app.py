@@ -3,14 +3,32 @@
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
 from agentbus.shared.db import open_pool
+from agentbus.shared.llm import load_models
 from agentbus.shared.settings import Settings
+from agentbus.shared.tools import load_registry
 
 from .handlers import PlannerHandlers
+from .model import ModelPlanner
 from .store import PgTaskStore
+from .workflows import Planner, default_planner
 
 settings = Settings(service="planner")
 bus = Bus(settings)
-handlers = PlannerHandlers(bus)
+
+
+def make_planner(settings: Settings) -> Planner:
+    """The model planner when a models file is configured, else the deterministic one (offline)."""
+    if settings.models_file is None:
+        return default_planner()
+    return ModelPlanner(
+        load_models(settings.models_file),
+        prompts_dir=settings.prompts_dir,
+        policies_dir=settings.policies_dir,
+        registry=load_registry(settings.tools_dir),
+    )
+
+
+handlers = PlannerHandlers(bus, planner=make_planner(settings))
 bus.subscribe(topics.TASKS_CLASSIFIED, handlers.on_task_classified)
 bus.subscribe(topics.ACTIONS_VERIFIED, handlers.on_action_verified)
 bus.subscribe(topics.ACTIONS_DECIDED, handlers.on_action_decided)

@@ -3,7 +3,7 @@ an escalation request, or tasks.finished."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
@@ -12,10 +12,10 @@ from agentbus.shared.events import (
     ActionProposedV1,
     ActionVerifiedV1,
     EscalationRequest,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
-    TaskClassifiedV1,
-    TaskFinishedV1,
+    TaskClassifiedV2,
+    TaskFinishedV2,
 )
 
 from .store import TaskStore
@@ -30,14 +30,14 @@ class PlannerHandlers:
         self.planner = planner or default_planner()
 
     async def on_task_classified(self, event: Event) -> Sequence[Event]:
-        assert isinstance(event, TaskClassifiedV1) and event.ticket_id and event.tenant_id
+        assert isinstance(event, TaskClassifiedV2) and event.ticket_id and event.tenant_id
         task = event.payload
         if not task.eligible or task.workflow is None:
             return []  # intake has already asked for a human
         loaded = await self._store.load(event.ticket_id)
         if loaded is not None:
             return self._replay(loaded[1], event)
-        transition = self.planner.start(event.ticket_id, event.tenant_id, task)
+        transition = await self.planner.start(event.ticket_id, event.tenant_id, task)
         if transition is None:
             # Intake routed it to a workflow this planner does not run: a human, not a silent drop.
             request = EscalationRequest(
@@ -46,7 +46,7 @@ class PlannerHandlers:
                 details={"workflow": task.workflow, "intent": task.intent},
                 rule_ids=["planner.workflow_unknown"],
             )
-            return [event.answer(EscalationRequestedV1, request, self.bus.producer)]
+            return [event.answer(EscalationRequestedV2, request, self.bus.producer)]
         return await self._apply(event, transition)
 
     async def on_action_verified(self, event: Event) -> Sequence[Event]:
@@ -59,10 +59,12 @@ class PlannerHandlers:
         if decision.verdict == "deny":
             return await self._advance(event, lambda state: self.planner.on_denied(state, decision))
         if decision.rollout == "shadow":
-            return await self._advance(event, lambda state: shadowed(state, decision))
+            return await self._advance(event, lambda state: _ready(shadowed(state, decision)))
         return []  # allow: the executor acts; needs_approval: the escalation service asks a human
 
-    async def _advance(self, event: Event, step: Callable[[TaskState], Transition | None]) -> Sequence[Event]:
+    async def _advance(
+        self, event: Event, step: Callable[[TaskState], Awaitable[Transition | None]]
+    ) -> Sequence[Event]:
         """Apply one input to the ticket's task; an input the task no longer waits for is either
         the redelivery of the last one (its outputs go out again) or stale (nothing happens)."""
         assert event.ticket_id
@@ -70,7 +72,7 @@ class PlannerHandlers:
         if loaded is None:
             return []
         state, memo = loaded
-        transition = step(state)
+        transition = await step(state)
         if transition is None:
             return self._replay(memo, event)
         return await self._apply(event, transition)
@@ -86,9 +88,9 @@ class PlannerHandlers:
         if transition.proposal is not None:
             outputs.append(cause.answer(ActionProposedV1, transition.proposal, producer))
         if transition.escalation is not None:
-            outputs.append(cause.answer(EscalationRequestedV1, transition.escalation, producer))
+            outputs.append(cause.answer(EscalationRequestedV2, transition.escalation, producer))
         if transition.finished is not None:
-            outputs.append(cause.answer(TaskFinishedV1, transition.finished, producer))
+            outputs.append(cause.answer(TaskFinishedV2, transition.finished, producer))
         memo = {
             "input": cause.event_id,
             "outputs": [o.model_dump(mode="json") for o in outputs],
@@ -102,3 +104,7 @@ class PlannerHandlers:
         if memo.get("input") != cause.event_id:
             return []
         return [REGISTRY[(o["type"], o["version"])].model_validate(o) for o in memo["outputs"]]
+
+
+async def _ready(transition: Transition | None) -> Transition | None:
+    return transition

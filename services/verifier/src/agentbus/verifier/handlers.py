@@ -11,7 +11,7 @@ from agentbus.shared.events import (
     ActionExecutedV1,
     ActionVerifiedV1,
     EscalationRequest,
-    EscalationRequestedV1,
+    EscalationRequestedV2,
     Event,
     Verification,
 )
@@ -61,7 +61,7 @@ class VerifierHandlers:
             return [verified]
         reason = {"failed": "tool_failed", "refused": "action_refused"}.get(ex.status, "verification_failed")
         escalation = verified.answer(
-            EscalationRequestedV1,
+            EscalationRequestedV2,
             EscalationRequest(
                 reason=reason,
                 summary=(

@@ -16,12 +16,13 @@ from .outcomes import (
     ApprovalDecidedV1,
     ApprovalDecision,
     EscalationRequest,
-    EscalationRequestedV1,
-    TaskFinishedV1,
+    EscalationRequestedV2,
+    TaskFinishedV2,
     TaskOutcome,
 )
 from .registry import EVENT_MODELS, REGISTRY, UPCASTERS, DecodeError, decode
-from .tickets import Customer, TaskClassified, TaskClassifiedV1, TicketReceived, TicketReceivedV1
+from .tickets import Customer, TaskClassified, TaskClassifiedV2, TicketReceived, TicketReceivedV1
+from .usage import ModelCall, PiiRef, Usage
 
 __all__ = [
     "EVENT_MODELS",
@@ -40,19 +41,22 @@ __all__ = [
     "Decision",
     "DecodeError",
     "EscalationRequest",
-    "EscalationRequestedV1",
+    "EscalationRequestedV2",
     "Event",
     "Execution",
     "Model",
+    "ModelCall",
+    "PiiRef",
     "Producer",
     "Proposal",
     "Switch",
     "TaskClassified",
-    "TaskClassifiedV1",
-    "TaskFinishedV1",
+    "TaskClassifiedV2",
+    "TaskFinishedV2",
     "TaskOutcome",
     "TicketReceived",
     "TicketReceivedV1",
+    "Usage",
     "Verification",
     "decode",
     "new_event_id",

@@ -8,6 +8,7 @@ from pydantic import Field, JsonValue
 
 from .actions import Proposal
 from .envelope import Event, Model
+from .usage import Usage
 
 EscalationReason = Literal[
     "out_of_scope",
@@ -19,19 +20,23 @@ EscalationReason = Literal[
     "approval_expired",
     "action_refused",
     "shadow_mode",
+    "model_failed",
 ]
 
 
 class EscalationRequest(Model):
+    """Version 2 adds the reason model_failed and the task's model usage so far."""
+
     reason: EscalationReason
     summary: str = Field(description="one paragraph a human can act on")
     details: dict[str, JsonValue] = Field(default_factory=dict)
     rule_ids: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage, description="model usage of the task up to here")
 
 
-class EscalationRequestedV1(Event):
+class EscalationRequestedV2(Event):
     type: Literal["escalation.requested"] = "escalation.requested"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     payload: EscalationRequest
 
 
@@ -54,13 +59,16 @@ Outcome = Literal["resolved", "escalated"]
 
 
 class TaskOutcome(Model):
+    """Version 2 adds the task's total model usage: cost per ticket."""
+
     outcome: Outcome
     summary: str
     handoff_id: str | None = None
     actions: list[str] = Field(default_factory=list, description="action ids that took effect")
+    usage: Usage = Field(default_factory=Usage, description="model usage of the whole task")
 
 
-class TaskFinishedV1(Event):
+class TaskFinishedV2(Event):
     type: Literal["task.finished"] = "task.finished"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     payload: TaskOutcome

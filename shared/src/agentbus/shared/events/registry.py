@@ -11,18 +11,22 @@ from pydantic import ValidationError
 from .actions import ActionDecidedV1, ActionExecutedV1, ActionProposedV1, ActionVerifiedV1
 from .control import ControlSwitchV1, DeadLetterRecordedV1
 from .envelope import Event
-from .outcomes import ApprovalDecidedV1, EscalationRequestedV1, TaskFinishedV1
-from .tickets import TaskClassifiedV1, TicketReceivedV1
+from .legacy import EscalationRequestedV1, TaskClassifiedV1, TaskFinishedV1, to_v2
+from .outcomes import ApprovalDecidedV1, EscalationRequestedV2, TaskFinishedV2
+from .tickets import TaskClassifiedV2, TicketReceivedV1
 
 EVENT_MODELS: tuple[type[Event], ...] = (
     TicketReceivedV1,
     TaskClassifiedV1,
+    TaskClassifiedV2,
     ActionProposedV1,
     ActionDecidedV1,
     ActionExecutedV1,
     ActionVerifiedV1,
     TaskFinishedV1,
+    TaskFinishedV2,
     EscalationRequestedV1,
+    EscalationRequestedV2,
     ApprovalDecidedV1,
     ControlSwitchV1,
     DeadLetterRecordedV1,
@@ -33,7 +37,11 @@ REGISTRY: dict[tuple[str, int], type[Event]] = {(m.TYPE, m.VERSION): m for m in 
 # (type, old_version) -> function turning that version's dict into the next version's dict.
 # A published version is never edited: an incompatible change is a new model plus an upcaster here.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("task.classified", 1): to_v2,
+    ("escalation.requested", 1): to_v2,
+    ("task.finished", 1): to_v2,
+}
 
 
 def latest_version(event_type: str) -> int:

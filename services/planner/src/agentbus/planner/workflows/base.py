@@ -15,6 +15,7 @@ from agentbus.shared.events import (
     Proposal,
     TaskClassified,
     TaskOutcome,
+    Usage,
     Verification,
 )
 
@@ -43,10 +44,23 @@ class Transition:
 class Planner(Protocol):
     """Turns a classified task, then each verified or denied action, into the next transition.
 
-    Each workflow's deterministic state machine implements it, and so does `WorkflowPlanner`, which
-    routes by workflow name; a model-driven planner is meant to implement the same three methods.
-    Every method returns None when the input is not for it: a task of another workflow, or an
-    outcome of an action the task is not waiting for (stale, or after the task ended)."""
+    The one interface of both planners: `WorkflowPlanner` (deterministic state machines, the
+    offline default) and `ModelPlanner` (a model picks each tool call). Every method returns None
+    when the input is not for it: a task of another workflow, or an outcome of an action the task
+    is not waiting for (stale, or after the task ended)."""
+
+    async def start(self, ticket_id: str, tenant_id: str, task: TaskClassified) -> Transition | None: ...
+
+    async def on_verified(self, state: TaskState, verification: Verification) -> Transition | None: ...
+
+    async def on_denied(self, state: TaskState, decision: Decision) -> Transition | None: ...
+
+
+class Workflow(Protocol):
+    """One workflow's deterministic state machine: pure and synchronous."""
+
+    @property
+    def name(self) -> str: ...
 
     def start(self, ticket_id: str, tenant_id: str, task: TaskClassified) -> Transition | None: ...
 
@@ -113,14 +127,18 @@ def not_eligible(
     )
 
 
-def resolved(state: TaskState, context: dict[str, Any], summary: str, done: list[str]) -> Transition:
+def resolved(
+    state: TaskState, context: dict[str, Any], summary: str, done: list[str], usage: Usage | None = None
+) -> Transition:
     return Transition(
         state=replace(state, state="resolved", pending_action_id=None, context=context),
-        finished=TaskOutcome(outcome="resolved", summary=summary, actions=done),
+        finished=TaskOutcome(outcome="resolved", summary=summary, actions=done, usage=usage or Usage()),
     )
 
 
-def denied(state: TaskState, decision: Decision, what: str, details: dict[str, Any]) -> Transition:
+def denied(
+    state: TaskState, decision: Decision, what: str, details: dict[str, Any], usage: Usage | None = None
+) -> Transition:
     """Hand a task whose pending action policy denied (or a human rejected) to a human, with a
     summary naming `what` was refused, the rule and policy's reason. Callers check `awaits` first."""
     rules = ", ".join(decision.rule_ids)
@@ -135,6 +153,7 @@ def denied(state: TaskState, decision: Decision, what: str, details: dict[str, A
             ),
             details={**details, "proposed_action": decision.proposal.model_dump(mode="json")},
             rule_ids=decision.rule_ids,
+            usage=usage or Usage(),
         ),
     )
 

@@ -4,40 +4,32 @@ machine of the task's workflow."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
 
 from agentbus.shared.events import Decision, TaskClassified, Verification
 
-from .base import Planner, TaskState, Transition
+from .base import TaskState, Transition, Workflow
 from .it_access import ITAccess
 from .refunds import Refunds
 
 
-class Workflow(Planner, Protocol):
-    """A workflow's state machine: a `Planner` with the name intake and the task store use."""
-
-    @property
-    def name(self) -> str: ...
-
-
 class WorkflowPlanner:
-    """A `Planner` over several workflows: a task goes to the machine named by `task.workflow`,
-    and later inputs to the one named by the stored `state.workflow`."""
+    """The deterministic `Planner` over several workflows: a task goes to the machine named by
+    `task.workflow`, and later inputs to the one named by the stored `state.workflow`."""
 
     def __init__(self, workflows: Iterable[Workflow]) -> None:
         self.workflows: dict[str, Workflow] = {w.name: w for w in workflows}
 
-    def start(self, ticket_id: str, tenant_id: str, task: TaskClassified) -> Transition | None:
+    async def start(self, ticket_id: str, tenant_id: str, task: TaskClassified) -> Transition | None:
         workflow = self.workflows.get(task.workflow or "")
         if workflow is None or not task.eligible:
             return None
         return workflow.start(ticket_id, tenant_id, task)
 
-    def on_verified(self, state: TaskState, verification: Verification) -> Transition | None:
+    async def on_verified(self, state: TaskState, verification: Verification) -> Transition | None:
         workflow = self.workflows.get(state.workflow)
         return None if workflow is None else workflow.on_verified(state, verification)
 
-    def on_denied(self, state: TaskState, decision: Decision) -> Transition | None:
+    async def on_denied(self, state: TaskState, decision: Decision) -> Transition | None:
         workflow = self.workflows.get(state.workflow)
         return None if workflow is None else workflow.on_denied(state, decision)
 
