@@ -18,3 +18,22 @@ class MemoryTaskStore:
 
     async def save(self, state: TaskState, memo: dict[str, Any]) -> None:
         self.rows[state.ticket_id] = (state, memo)
+
+
+class ScriptedClient:
+    """A model client that answers from a list of Completions (or raises ModelUnavailable), and
+    records what it was sent. For unit tests of planner logic; integration tests use the real
+    `openai` client against agentbus.cli.model_server."""
+
+    def __init__(self, replies: list[Any]) -> None:
+        self.replies = list(replies)
+        self.sent: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]] | None]] = []
+
+    async def complete(
+        self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> Any:
+        self.sent.append((model, [dict(m) for m in messages], tools))
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply

@@ -40,7 +40,7 @@ def test_builders_cover_every_model() -> None:
     assert set(REGISTRY.values()) == set(EVENT_MODELS)
 
 
-CURRENT = [m for m in EVENT_MODELS if m.VERSION == latest_version(m.TYPE)]
+CURRENT = [m for m in EVENT_MODELS if latest_version(m.TYPE) == m.VERSION]
 SUPERSEDED = [m for m in EVENT_MODELS if m not in CURRENT]
 
 

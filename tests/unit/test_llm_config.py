@@ -52,10 +52,10 @@ def test_a_valid_file_loads_with_routes_per_workflow(tmp_path: Path) -> None:
 
 def test_cost_is_integer_microdollars_from_the_price_table(tmp_path: Path) -> None:
     config = load_models(write(tmp_path, GOOD))
-    # 1000 × 2.50 + 200 × 10 µ$ = 4500 µ$.
+    # 1000 * 2.50 + 200 * 10 µ$ = 4500 µ$.
     usage = config.cost("large", 1000, 200)
     assert (usage.model_calls, usage.tokens, usage.cost_microdollars) == (1, 1200, 4500)
-    # 3 × 0.15 + 1 × 0.60 = 1.05 µ$ rounds half up to 1.
+    # 3 * 0.15 + 1 * 0.60 = 1.05 µ$ rounds half up to 1.
     assert config.cost("small", 3, 1).cost_microdollars == 1
     assert (config.cost("small", 3, 1) + usage).cost_microdollars == 4501
 
@@ -93,7 +93,7 @@ def test_prompt_version_follows_the_file_content(tmp_path: Path) -> None:
 def test_shipped_templates_render_with_the_values_the_planner_passes() -> None:
     plan = load_template(REPO / "prompts", "plan")
     text = plan.render(
-        agent="agent:refunds", workflow="refunds", ticket_id="T-1", tenant_id="acme", facts="{}", sources=""
+        agent="agent:refunds", workflow="refunds", ticket_id="T-1", tenant_id="acme", sources=""
     )
     assert "untrusted data" in text and "T-1" in text
     assert load_template(REPO / "prompts", "classify").render()

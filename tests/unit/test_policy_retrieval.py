@@ -28,7 +28,9 @@ def test_sections_are_split_on_numbered_headings() -> None:
         ("it_access", "add me to the admin group", "§4.2"),
     ],
 )
-def test_the_section_that_governs_the_ticket_ranks_first(workflow: str, query: str, expected_first: str) -> None:
+def test_the_section_that_governs_the_ticket_ranks_first(
+    workflow: str, query: str, expected_first: str
+) -> None:
     hits = PolicyLibrary(POLICIES).index(workflow).search(query, k=3)
     assert hits and hits[0].id == expected_first
 
@@ -47,6 +49,8 @@ def test_every_bundle_section_cited_by_a_rule_exists_in_the_policy_document() ->
 
 
 def test_a_query_sharing_no_word_retrieves_nothing() -> None:
-    index = PolicyIndex(parse_sections("## §1 Refunds\nrefund delivered orders\n## §2 Labels\nreturn label\n"))
+    index = PolicyIndex(
+        parse_sections("## §1 Refunds\nrefund delivered orders\n## §2 Labels\nreturn label\n")
+    )
     assert index.search("zebra xylophone") == []
     assert [s.id for s in index.search("refund")] == ["§1"]

@@ -110,7 +110,12 @@ def test_model_calls_show_per_step_and_sum_to_the_ticket_cost() -> None:
         "prompt_version": "plan@0123456789ab",
         "sources": ["§3.1", "§3.2"],
         "reasks": 1,
-        "usage": {"model_calls": 2, "prompt_tokens": 900, "completion_tokens": 100, "cost_microdollars": 1500},
+        "usage": {
+            "model_calls": 2,
+            "prompt_tokens": 900,
+            "completion_tokens": 100,
+            "cost_microdollars": 1500,
+        },
     }
     classify = {
         **plan,

@@ -85,12 +85,15 @@ class PlannerHandlers:
     async def _apply(self, cause: Event, transition: Transition) -> list[Event]:
         outputs: list[Event] = []
         producer = self.bus.producer
+        # The envelope names the model and prompt versions that shaped this output, or none: the
+        # cause's (e.g. intake's classifier) did not shape a plan.
+        shaped = model_envelope(transition)
         if transition.proposal is not None:
-            outputs.append(cause.answer(ActionProposedV1, transition.proposal, producer))
+            outputs.append(cause.answer(ActionProposedV1, transition.proposal, producer, **shaped))
         if transition.escalation is not None:
-            outputs.append(cause.answer(EscalationRequestedV2, transition.escalation, producer))
+            outputs.append(cause.answer(EscalationRequestedV2, transition.escalation, producer, **shaped))
         if transition.finished is not None:
-            outputs.append(cause.answer(TaskFinishedV2, transition.finished, producer))
+            outputs.append(cause.answer(TaskFinishedV2, transition.finished, producer, **shaped))
         memo = {
             "input": cause.event_id,
             "outputs": [o.model_dump(mode="json") for o in outputs],
@@ -104,6 +107,16 @@ class PlannerHandlers:
         if memo.get("input") != cause.event_id:
             return []
         return [REGISTRY[(o["type"], o["version"])].model_validate(o) for o in memo["outputs"]]
+
+
+def model_envelope(transition: Transition) -> dict[str, str | None]:
+    calls = transition.proposal.context.get("model_calls") if transition.proposal else None
+    if not isinstance(calls, list) or not calls:
+        return {"model": None, "prompt_version": None}
+    return {
+        "model": str(calls[0]["model"]),  # type: ignore[index,call-overload]
+        "prompt_version": "+".join(str(c["prompt_version"]) for c in calls),  # type: ignore[index,call-overload]
+    }
 
 
 async def _ready(transition: Transition | None) -> Transition | None:

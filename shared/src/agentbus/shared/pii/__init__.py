@@ -1,7 +1,7 @@
 """Personal data: detection in free text, and a vault that tokenizes it with per-subject, shreddable keys."""
 
 from .detect import KINDS, Kind, Span, find, replace
-from .vault import TOKEN, PiiVault, PiiVaultError, Protected, load_or_create_master_key
+from .vault import TOKEN, PiiVault, PiiVaultError, Protected, forget_subject, load_or_create_master_key
 
 __all__ = [
     "KINDS",
@@ -12,6 +12,7 @@ __all__ = [
     "Protected",
     "Span",
     "find",
+    "forget_subject",
     "load_or_create_master_key",
     "replace",
 ]

@@ -120,15 +120,7 @@ class PiiVault:
 
     async def forget(self, tenant_id: str, subject_id: str) -> int:
         """Shred the subject's data key and delete its values; returns how many values were removed."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The key goes first: its row lock makes a concurrent protect() wait, or start a fresh key.
-            await conn.execute(
-                "DELETE FROM pii.subject_keys WHERE tenant_id = $1 AND subject_id = $2", tenant_id, subject_id
-            )
-            status = await conn.execute(
-                "DELETE FROM pii.values WHERE tenant_id = $1 AND subject_id = $2", tenant_id, subject_id
-            )
-        return int(status.split()[-1])
+        return await forget_subject(self._pool, tenant_id, subject_id)
 
     async def _data_key(self, conn: asyncpg.Connection, tenant_id: str, subject_id: str) -> bytes:
         """The subject's data key, created on first use; held FOR SHARE until the transaction ends."""
@@ -164,6 +156,25 @@ class PiiVault:
                 f"the PII master key does not open the data key of subject {subject_id} of tenant"
                 f" {tenant_id}: is this the master key the vault was created with?"
             ) from None
+
+
+async def forget_subject(pool: asyncpg.Pool | asyncpg.Connection, tenant_id: str, subject_id: str) -> int:
+    """Crypto-shredding without the master key (so `agentbus forget` needs only the database):
+    delete the subject's data key, then its values; returns how many values were removed."""
+    conn = await pool.acquire() if isinstance(pool, asyncpg.Pool) else pool
+    try:
+        async with conn.transaction():
+            # The key goes first: its row lock makes a concurrent protect() wait, or start a fresh key.
+            await conn.execute(
+                "DELETE FROM pii.subject_keys WHERE tenant_id = $1 AND subject_id = $2", tenant_id, subject_id
+            )
+            status = await conn.execute(
+                "DELETE FROM pii.values WHERE tenant_id = $1 AND subject_id = $2", tenant_id, subject_id
+            )
+    finally:
+        if isinstance(pool, asyncpg.Pool):
+            await pool.release(conn)
+    return int(status.split()[-1])
 
 
 def _token(data_key: bytes, span: Span) -> str:

@@ -8,6 +8,7 @@ model the whole history and a redelivered input replays from the task store, not
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ from agentbus.shared.tools import ToolRegistry, load_registry
 from ..workflows import Planner, TaskState, Transition, default_planner
 from ..workflows.base import awaits, denied, new_task, propose, resolved, stopped_by_verifier
 from .retrieval import PolicyLibrary, Section
+
+log = logging.getLogger("agentbus.planner.model")
 
 # The tool whose success ends a task, and the one whose free text a drafting model writes.
 FINISH_TOOL = "helpdesk.close_ticket"
@@ -153,13 +156,11 @@ class ModelPlanner:
             workflow=state.workflow,
             ticket_id=state.ticket_id,
             tenant_id=state.tenant_id,
-            facts=orjson.dumps(ctx["facts"], option=orjson.OPT_SORT_KEYS).decode(),
             sources="\n".join(fence(f"policy:{s.id}", f"{s.id} {s.title}\n{s.text}") for s in sections),
         )
-        ticket = ctx["ticket"]
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
-            {"role": "user", "content": fence("ticket", f"Subject: {ticket['subject']}\n\n{ticket['body']}")},
+            {"role": "user", "content": self._ticket_message(state)},
             *ctx["conversation"],
         ]
         client = self.clients[routes.endpoint]
@@ -282,10 +283,19 @@ class ModelPlanner:
         )
         try:
             completion = await self.clients[endpoint].complete(model, [{"role": "user", "content": prompt}])
-        except ModelUnavailable:
+        except ModelUnavailable as exc:
+            log.warning(
+                "ticket %s: drafting with %s failed (%s); the plan model's text is kept",
+                state.ticket_id,
+                model,
+                exc.kind,
+            )
             return None
         text = (completion.content or "").strip()
         if not text:
+            log.warning(
+                "ticket %s: %s drafted nothing; the plan model's text is kept", state.ticket_id, model
+            )
             return None
         usage = self.config.cost(model, completion.prompt_tokens, completion.completion_tokens)
         call = ModelCall(
@@ -356,6 +366,16 @@ class ModelPlanner:
         )
         query = f"{ticket['subject']} {ticket['body']} {done_tools}"
         return self.library.index(state.workflow).search(query, k=4)
+
+    @staticmethod
+    def _ticket_message(state: TaskState) -> str:
+        """The task as the model first sees it: ids and facts intake established (trusted), then
+        the ticket text (untrusted, fenced)."""
+        ctx = state.context
+        facts = orjson.dumps(ctx["facts"], option=orjson.OPT_SORT_KEYS).decode()
+        ticket = fence("ticket", f"Subject: {ctx['ticket']['subject']}\n\n{ctx['ticket']['body']}")
+        header = f"Ticket {state.ticket_id} (tenant {state.tenant_id}). Facts established by intake: {facts}"
+        return f"{header}\n\n{ticket}"
 
     @staticmethod
     def _with_args(message: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
