@@ -29,8 +29,8 @@ from agentbus.shared.events import (
     TicketReceived,
     TicketReceivedV1,
     Verification,
+    legacy,
 )
-from agentbus.shared.events import legacy
 
 PRODUCER = Producer(service="tests", version="0.0.0", instance="pytest-1")
 TENANT = "acme"

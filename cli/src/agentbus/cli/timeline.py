@@ -12,6 +12,51 @@ def _args(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
+def usd(microdollars: int) -> str:
+    return f"${microdollars / 1_000_000:.6f}"
+
+
+def model_use(calls: list[dict[str, Any]]) -> str:
+    """` [plan gpt-x prompt=plan@… sources=§3.1,§3.2 reasks=1 $0.000120]` per model call."""
+    parts = []
+    for c in calls:
+        sources = f" sources={','.join(c['sources'])}" if c.get("sources") else ""
+        reasks = f" reasks={c['reasks']}" if c.get("reasks") else ""
+        parts.append(
+            f" [{c['purpose']} {c['model']} prompt={c['prompt_version']}{sources}{reasks} "
+            f"{usd(c['usage']['cost_microdollars'])}]"
+        )
+    return "".join(parts)
+
+
+def model_calls_of(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model calls that shaped this event (classification, or a proposal's planning step)."""
+    p = event.get("payload") or {}
+    if event["type"] == "task.classified":
+        return list(p.get("model_calls") or [])
+    if event["type"] == "action.proposed":
+        return list((p.get("context") or {}).get("model_calls") or [])
+    return []
+
+
+def cost_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cost per ticket, summed from the per-step records (the authoritative figures)."""
+    seen: set[str] = set()
+    calls = []
+    for event in events:
+        if event["event_id"] in seen:
+            continue
+        seen.add(event["event_id"])
+        calls.extend(model_calls_of(event))
+    return {
+        "model_calls": len(calls),
+        "tokens": sum(c["usage"]["prompt_tokens"] + c["usage"]["completion_tokens"] for c in calls),
+        "cost_microdollars": sum(c["usage"]["cost_microdollars"] for c in calls),
+        "prompt_versions": sorted({c["prompt_version"] for c in calls}),
+        "models": sorted({c["model"] for c in calls}),
+    }
+
+
 def describe(event: dict[str, Any]) -> str:
     p = event.get("payload") or {}
     kind = event["type"]
@@ -19,12 +64,14 @@ def describe(event: dict[str, Any]) -> str:
         return f"{p['channel']} from {p['customer']['id']}: {p['subject']!r} order={p.get('order_id')}"
     if kind == "task.classified":
         facts = f" facts={_args(p['facts'])}" if p.get("facts") else ""
+        pii = f" pii={len(p['pii'])}" if p.get("pii") else ""
         return (
             f"intent={p['intent']} workflow={p['workflow']} eligible={p['eligible']} "
-            f"risk={p['risk_tier']} lang={p['language']} rules={','.join(p['reasons'])}{facts}"
+            f"risk={p['risk_tier']} lang={p['language']} rules={','.join(p['reasons'])}{facts}{pii}"
+            f"{model_use(model_calls_of(event))}"
         )
     if kind == "action.proposed":
-        return f"{p['action_id']} {p['tool']} {_args(p['args'])}"
+        return f"{p['action_id']} {p['tool']} {_args(p['args'])}{model_use(model_calls_of(event))}"
     if kind == "action.decided":
         return (
             f"{p['proposal']['action_id']} {p['verdict'].upper()} rules={','.join(p['rule_ids'])} "
@@ -53,6 +100,7 @@ def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
     if not events:
         return f"no events recorded for ticket {ticket_id}"
     start = datetime.fromisoformat(events[0]["occurred_at"].replace("Z", "+00:00"))
+    cost = cost_summary(events)
     lines = [f"ticket {ticket_id} — status: {status} — {len(events)} events"]
     for n, event in enumerate(events, 1):
         at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
@@ -60,4 +108,9 @@ def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
         producer = event["producer"]["service"]
         at_text = f"+{offset_ms:.1f}ms"
         lines.append(f"{n:>3}. {at_text:>11}  {event['type']:<21} {producer:<17} {describe(event)}")
+    prompts = ", ".join(cost["prompt_versions"]) or "none"
+    lines.append(
+        f"cost: {usd(cost['cost_microdollars'])} for {cost['model_calls']} model calls, "
+        f"{cost['tokens']} tokens; prompts: {prompts}"
+    )
     return "\n".join(lines)
