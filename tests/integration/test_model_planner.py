@@ -14,7 +14,6 @@ from agentbus.cli.main import app as cli_app
 from agentbus.cli.model_server import ScriptedModelServer
 from agentbus.cli.stack import Stack
 from agentbus.shared import topics
-from agentbus.shared.audit import verify
 from agentbus.shared.db import connect
 from agentbus.shared.pii import TOKEN, PiiVault, load_or_create_master_key
 from agentbus.shared.settings import Settings
@@ -293,8 +292,8 @@ async def run_and_check(stack: Stack, server: ScriptedModelServer, database_url:
         assert forget.exit_code == 0, forget.output
         assert {await vault.reveal("acme", t) for t in tokens} == {None}
         assert await conn.fetchval("SELECT count(*) FROM pii.values WHERE subject_id = 'C-1'") == 0
-        report = await verify(conn)
-        assert report.ok, report
+        chain = await cli(stack, "audit", "verify", "--state-dir", str(stack.state_dir))
+        assert chain.exit_code == 0 and "chain OK" in chain.output, chain.output
     finally:
         await conn.close()
 

@@ -16,15 +16,17 @@ from agentbus.shared.events import schemas as event_schemas
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
-from . import approvals, client, demo, policy, timeline, tools
+from . import approvals, audit, client, demo, model_server, policy, timeline, tools
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
 
 app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
 app.add_typer(approvals.app, name="approvals")
+app.add_typer(audit.app, name="audit")
 
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
+app.command("model-server")(model_server.command)
 
 StateDir = Annotated[
     Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
@@ -65,11 +67,23 @@ def up(
     scale: Annotated[
         list[str] | None, typer.Option(help="processes for a service, e.g. --scale executor=2")
     ] = None,
+    model_script: Annotated[
+        Path | None,
+        typer.Option(help="plan with models: serve this scripted model (see `agentbus model-server`)"),
+    ] = None,
 ) -> None:
     """Start broker (unless KAFKA_BOOTSTRAP_SERVERS), Postgres (unless DATABASE_URL) and every
-    service as a supervised process; Ctrl-C stops everything."""
+    service as a supervised process; Ctrl-C stops everything. With AGENTBUS_MODELS_FILE set (or
+    --model-script), planner and intake use models; otherwise everything runs offline."""
     replicas = parse_scale(scale or [])
-    stack = Stack.from_env(state_dir.resolve(), console_port=console_port, replicas=replicas)
+    state = state_dir.resolve()
+    extra_env: dict[str, str] = {}
+    server = None
+    if model_script is not None:
+        server, models_file = start_model_server(model_script, state)
+        extra_env["AGENTBUS_MODELS_FILE"] = str(models_file)
+        typer.echo(f"models   scripted, {server.base_url} ({model_script})")
+    stack = Stack.from_env(state, console_port=console_port, replicas=replicas, extra_env=extra_env)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -108,7 +122,23 @@ def up(
     finally:
         typer.echo("stopping agentbus…")
         stack.stop()
+        if server is not None:
+            server.stop()
         (stack.state_dir / "runtime.json").unlink(missing_ok=True)
+
+
+def start_model_server(script: Path, state_dir: Path) -> tuple[model_server.ScriptedModelServer, Path]:
+    """The scripted model server on a free port, and a models file (models.example.toml's routes and
+    prices) pointing at it."""
+    try:
+        server = model_server.ScriptedModelServer(script).start()
+    except (model_server.ScriptError, OSError) as exc:
+        fail(f"--model-script {script}: {exc}")
+    example = (repo_root() / "models.example.toml").read_text()
+    models_file = state_dir / "models.toml"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    models_file.write_text(example.replace("http://127.0.0.1:8765/v1", server.base_url))
+    return server, models_file
 
 
 def parse_scale(items: list[str]) -> dict[str, int]:
@@ -223,7 +253,12 @@ def trace(
         chain = [{k: v for k, v in e.items() if not k.startswith("_")} for e in events]
         sys.stdout.buffer.write(
             orjson.dumps(
-                {"ticket_id": ticket_id, "status": status, "events": chain},
+                {
+                    "ticket_id": ticket_id,
+                    "status": status,
+                    "cost": timeline.cost_summary(chain),
+                    "events": chain,
+                },
                 option=orjson.OPT_INDENT_2,
             )
             + b"\n"
@@ -269,6 +304,32 @@ def status(state_dir: StateDir = DEFAULT_STATE) -> None:
             f"{service:<12} {proc.get('pid', '-')!s:>7}  {state if proc else '-':<8} "
             f"{proc.get('restarts', '-')!s:>8}  {'-' if n is None else n:>6}"
         )
+
+
+@app.command()
+def forget(
+    subject: Annotated[str, typer.Argument(help="the data subject: the customer id tickets carry")],
+    tenant: Annotated[str, typer.Option(help="tenant the subject belongs to")],
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Erase a data subject's personal data (crypto-shredding): their vault key and encrypted
+    originals are deleted, so every token of theirs in events and the audit chain stays opaque
+    forever. The audit chain itself is untouched and still verifies."""
+    from agentbus.shared.db import connect
+    from agentbus.shared.pii import forget_subject
+
+    settings = connection(state_dir)
+
+    async def shred() -> int:
+        assert settings.database_url
+        conn = await connect(settings.database_url)
+        try:
+            return await forget_subject(conn, tenant, subject)
+        finally:
+            await conn.close()
+
+    removed = asyncio.run(shred())
+    typer.echo(f"forgot subject {subject} of tenant {tenant}: key shredded, {removed} values deleted")
 
 
 @app.command()

@@ -35,6 +35,13 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
+def audit_paths(state_dir: Path) -> tuple[Path, Path, Path]:
+    """(checkpoints, private keys, public keys) of the audit chain under a state dir. The keys live
+    apart from keys/public because executors accept a capability signed by any key in there."""
+    keys = state_dir / "keys" / "audit"
+    return state_dir / "audit" / "checkpoints", keys / "private", keys / "public"
+
+
 @dataclass
 class Stack:
     state_dir: Path
@@ -108,14 +115,23 @@ class Stack:
             **self.extra_env,
         }
         # Secrets go to the one process that needs them; the generic env must not carry them.
-        for name in ("AGENTBUS_SIGNING_KEY", "AGENTBUS_SIGNING_KEY_FILE", "AGENTBUS_SIGNING_KEY_ID"):
+        for name in (
+            "AGENTBUS_SIGNING_KEY",
+            "AGENTBUS_SIGNING_KEY_FILE",
+            "AGENTBUS_SIGNING_KEY_ID",
+            "AGENTBUS_PII_KEY_FILE",
+            "AGENTBUS_AUDIT_SIGNING_KEY_FILE",
+        ):
             env.pop(name, None)
         commands = self.service_commands(env)
         self.supervisor = Supervisor(
             env=env,
             log_dir=logs,
             services=commands,
-            service_env=self.capability_env([n for n in commands if n.startswith("executor-")]),
+            service_env={
+                **self.capability_env([n for n in commands if n.startswith("executor-")]),
+                "trace-sink": self.audit_env(),
+            },
             replicas=dict(self.replicas),
         )
         self.supervisor.start()
@@ -165,7 +181,30 @@ class Stack:
         groups = {
             name: {**verify, "AGENTBUS_EXECUTOR_GROUPS": name.removeprefix("executor-")} for name in executors
         }
-        return {"policy": signing, **groups}
+        # The PII master key goes to intake alone: the only service that tokenizes.
+        pii_key = os.environ.get("AGENTBUS_PII_KEY_FILE") or str(self.state_dir / "keys" / "pii-master.key")
+        return {"policy": signing, "intake": {"AGENTBUS_PII_KEY_FILE": pii_key}, **groups}
+
+    def audit_env(self) -> dict[str, str]:
+        """The trace sink's checkpoint key and directory: from the environment when set, else one
+        key pair and checkpoint directory per state dir. A new embedded database starts a new
+        chain, so the previous run's checkpoints are moved aside: they describe a chain that is gone."""
+        checkpoints, private_dir, public_dir = audit_paths(self.state_dir)
+        key_file = os.environ.get("AGENTBUS_AUDIT_SIGNING_KEY_FILE")
+        if not key_file:
+            existing = sorted(private_dir.glob("*.key"))
+            path = existing[-1] if existing else None
+            if path is None:
+                path, pub_file = generate_keypair(private_dir, f"audit-{int(time.time())}")
+                public_dir.mkdir(parents=True, exist_ok=True)
+                pub_file.rename(public_dir / pub_file.name)
+            key_file = str(path)
+        directory = os.environ.get("AGENTBUS_AUDIT_CHECKPOINT_DIR")
+        if not directory:
+            if self.postgres is not None and checkpoints.exists():
+                checkpoints.rename(checkpoints.with_name(f"checkpoints-{time.time_ns()}"))
+            directory = str(checkpoints)
+        return {"AGENTBUS_AUDIT_SIGNING_KEY_FILE": key_file, "AGENTBUS_AUDIT_CHECKPOINT_DIR": directory}
 
     def stop(self) -> None:
         if self.supervisor:

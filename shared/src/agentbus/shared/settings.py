@@ -59,10 +59,21 @@ class Settings(BaseSettings):
     verify_keys_dir: Path | None = None
     verify_keys: str | None = None  # "kid=base64raw,kid2=…"
 
+    # Audit chain: the trace sink signs the chain's head into checkpoint files outside the database,
+    # so `agentbus audit verify` can detect a truncated tail. No key file means no checkpoints.
+    audit_signing_key_file: Path | None = None
+    audit_checkpoint_dir: Path | None = None
+    audit_checkpoint_interval_s: float = 1.0
+
     # Extra tool declarations (*.toml) beside the built-in ones; see tools/README.md.
     tools_dir: Path | None = None
 
     policies_dir: Path = Path("policies")
+    # Models: unset = the deterministic planner and rule-based intake (offline); see models.example.toml.
+    models_file: Path | None = None
+    prompts_dir: Path = Path("prompts")
+    # Master key that wraps each data subject's PII key (32 bytes, created on first use).
+    pii_key_file: Path | None = None
     otel_exporter: Literal["none", "console", "otlp"] = "none"
 
     console_host: str = "127.0.0.1"

@@ -1,23 +1,149 @@
-"""Audit store (schema `audit`): append every event once; read a ticket's chain back."""
+"""Audit store (schema `audit`): add each event to the hash chain once; read a ticket's events back."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import asyncpg
+import orjson
+from agentbus.shared.audit import GENESIS, ChainHead, chain_record, link_hash
 
-INSERT = """
-INSERT INTO audit.events
-    (event_id, type, version, ticket_id, tenant_id, topic, kafka_partition, kafka_offset,
-     occurred_at, event)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (event_id) DO NOTHING
+# Held for the whole transaction by every writer, so replicas extend the chain one at a time. The
+# UNIQUE(position) constraint would still refuse a fork; the lock saves the retry.
+CHAIN_LOCK = 7_364_212
+
+COLUMNS = (
+    "event_id",
+    "type",
+    "version",
+    "ticket_id",
+    "tenant_id",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "occurred_at",
+    "recorded_at",
+    "event",
+    "position",
+    "prev_hash",
+    "hash",
+)
+# asyncpg's COPY is binary, and it has no binary jsonb encoder. So the event is staged as the text
+# Postgres will parse, and cast once on the way in.
+STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS audit_staging (
+    event_id text, type text, version integer, ticket_id text, tenant_id text, topic text,
+    kafka_partition integer, kafka_offset bigint, occurred_at timestamptz, recorded_at timestamptz,
+    event text, position bigint, prev_hash bytea, hash bytea
+) ON COMMIT DELETE ROWS
+"""
+FROM_STAGING = f"""
+INSERT INTO audit.events ({", ".join(COLUMNS)})
+SELECT {", ".join(f"{c}::jsonb" if c == "event" else c for c in COLUMNS)}
+FROM audit_staging ORDER BY position
 """
 
 
-async def append(pool: asyncpg.Pool, rows: list[tuple[Any, ...]]) -> None:
+class AuditRow(NamedTuple):
+    event_id: str
+    type: str
+    version: int
+    ticket_id: str | None
+    tenant_id: str | None
+    topic: str
+    kafka_partition: int
+    kafka_offset: int
+    occurred_at: datetime
+    event: dict[str, Any]
+
+
+async def append(pool: asyncpg.Pool, rows: Sequence[AuditRow]) -> ChainHead | None:
+    """Add the events not yet stored to the chain, in the order given; returns the new head, or None
+    when every event was already there (a redelivery adds nothing, not even a link)."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.executemany(INSERT, rows)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
+        position, prev = await _head(conn)
+        present = await conn.fetch(
+            "SELECT event_id FROM audit.events WHERE event_id = ANY($1::text[])",
+            list({r.event_id for r in rows}),
+        )
+        seen = {r["event_id"] for r in present}
+        fresh = []
+        for row in rows:  # the first copy of an id in the batch wins
+            if row.event_id not in seen:
+                seen.add(row.event_id)
+                fresh.append(row)
+        if not fresh:
+            return None
+        recorded_at = datetime.now(UTC)
+        records = []
+        for row in fresh:
+            position += 1
+            text = orjson.dumps(row.event)
+            # Hash what Postgres will store: the event as this text parses, not the Python object.
+            record = chain_record(
+                position, row.topic, row.kafka_partition, row.kafka_offset, recorded_at, orjson.loads(text)
+            )
+            digest = link_hash(prev, record)
+            records.append((*row[:9], recorded_at, text.decode(), position, prev, digest))
+            prev = digest
+        await conn.execute(STAGING)
+        await conn.copy_records_to_table("audit_staging", records=records, columns=COLUMNS)
+        await conn.execute(FROM_STAGING)
+        return ChainHead(position, prev)
+
+
+async def seal(pool: asyncpg.Pool) -> int:
+    """Hash the rows written before the chain existed (migration 007); returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", CHAIN_LOCK)
+        before = await conn.fetchval("SELECT count(*) FROM audit.events WHERE hash IS NULL")
+        await _head(conn)
+        return int(before)
+
+
+async def _head(conn: asyncpg.Connection) -> tuple[int, bytes]:
+    """The chain's last position and hash, sealing pre-chain rows first; caller holds CHAIN_LOCK."""
+    row = await conn.fetchrow("SELECT position, hash FROM audit.events ORDER BY position DESC LIMIT 1")
+    if row is None:
+        return 0, GENESIS
+    if row["hash"] is None:
+        # Appends come only after sealing, so an unhashed tail means unsealed rows from before 007.
+        return await _seal(conn)
+    return row["position"], row["hash"]
+
+
+async def _seal(conn: asyncpg.Connection) -> tuple[int, bytes]:
+    start = await conn.fetchval("SELECT min(position) FROM audit.events WHERE hash IS NULL")
+    prev = await conn.fetchval("SELECT hash FROM audit.events WHERE position = $1", start - 1) or GENESIS
+    position = start - 1
+    while True:
+        rows = await conn.fetch(
+            """SELECT position, topic, kafka_partition, kafka_offset, recorded_at, event
+               FROM audit.events WHERE position > $1 ORDER BY position LIMIT 1000""",
+            position,
+        )
+        if not rows:
+            return position, prev
+        sealed = []
+        for row in rows:
+            position = row["position"]
+            record = chain_record(
+                position,
+                row["topic"],
+                row["kafka_partition"],
+                row["kafka_offset"],
+                row["recorded_at"],
+                row["event"],
+            )
+            digest = link_hash(prev, record)
+            sealed.append((position, prev, digest))
+            prev = digest
+        await conn.executemany(
+            "UPDATE audit.events SET prev_hash = $2, hash = $3 WHERE position = $1 AND hash IS NULL", sealed
+        )
 
 
 async def ticket_events(conn: asyncpg.Pool | asyncpg.Connection, ticket_id: str) -> list[dict[str, Any]]:
