@@ -21,8 +21,11 @@ PUBLISHED: dict[tuple[str, int], str] = {
     ("control.switch", 1): "99c1fa45595c7bf70f206826a001f44d7817bffadb12e6b3d9704c7241887e36",
     ("deadletter.recorded", 1): "04c0e627acb48dabb69fa4ef9a6ac95e87db17daadb24dff720ac6c5e3fb4c25",
     ("escalation.requested", 1): "7579854c054956566688377dff7d7fc8b4c65199a96fae2bf6ef7fb92f493d1d",
+    ("escalation.requested", 2): "bd2d91b4ed87c659176d1559b587e5583a5dc7dc9f5ca8e349d1c48fa71e76ef",
     ("task.classified", 1): "b8ca7a8114d18b5d59f666d81f29e85b77847f2a6e5625792301c2771d57b0ab",
+    ("task.classified", 2): "3ab2787391cf0054ee33834218532359776e69e2221a7b973fe78fda6edb73c9",
     ("task.finished", 1): "383cbfd4e1bf2e120ab65cd436772c879eb88948e70ca3d5bc0cd29303428c3d",
+    ("task.finished", 2): "540b9771a732ad666d5eaa43cc7616c36af3f053355c9e96e670ab791560a883",
     ("ticket.received", 1): "40f53156ca33a39dfcbf0524dd0e768a41bc479506f2dae4733e2e0362ed7962",
 }
 

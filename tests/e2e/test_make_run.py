@@ -74,9 +74,11 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         assert trace.returncode == 0, trace.stderr
         lines = trace.stdout.splitlines()
         assert "status: resolved" in lines[0]
-        kinds = [line.split()[2] for line in lines[1:]]
+        kinds = [line.split()[2] for line in lines[1:-1]]
         assert kinds[:2] == ["ticket.received", "task.classified"]
         assert kinds[-1] == "task.finished"
+        # The default run is offline: the deterministic planner and rule-based intake call no model.
+        assert lines[-1] == "cost: $0.000000 for 0 model calls, 0 tokens; prompts: none"
         tools = re.findall(r"action\.decided\s+policy\s+\S+ (\w+) rules=(\S+)", trace.stdout)
         assert tools == [
             ("ALLOW", "order.read"),
@@ -97,7 +99,9 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             )
 
         as_json = orjson.loads(cli("trace", t1001, "--json", env=env, cwd=tmp_path).stdout)
-        assert as_json["status"] == "resolved" and len(as_json["events"]) == len(lines) - 1
+        assert (
+            as_json["status"] == "resolved" and len(as_json["events"]) == len(lines) - 2
+        )  # header and cost lines
 
         status = cli("status", env=env, cwd=tmp_path)
         assert status.returncode == 0, status.stderr

@@ -197,3 +197,23 @@ async def test_a_denied_proposal_escalates_and_other_workflows_use_the_determini
     deterministic = await p.start("T-2", "acme", access)
     assert deterministic is not None and deterministic.proposal is not None
     assert deterministic.proposal.tool == "directory.get_user" and len(client.sent) == 1
+
+
+def test_without_a_models_file_the_service_plans_deterministically(tmp_path: Path) -> None:
+    from agentbus.planner.app import make_planner
+    from agentbus.planner.workflows import WorkflowPlanner
+    from agentbus.shared.settings import Settings
+
+    assert isinstance(make_planner(Settings(service="planner")), WorkflowPlanner)
+    models = tmp_path / "models.toml"
+    models.write_text((REPO / "models.example.toml").read_text())
+    configured = make_planner(
+        Settings(
+            service="planner",
+            models_file=models,
+            prompts_dir=REPO / "prompts",
+            policies_dir=REPO / "policies",
+        )
+    )
+    assert isinstance(configured, ModelPlanner)
+    assert set(configured.config.workflows) == {"refunds", "it_access"}
