@@ -107,6 +107,7 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "AGENTBUS_TOPIC_PREFIX": self.topic_prefix,
             "AGENTBUS_POLICIES_DIR": str(repo_root() / "policies"),
+            "AGENTBUS_PROMPTS_DIR": os.environ.get("AGENTBUS_PROMPTS_DIR") or str(repo_root() / "prompts"),
             "AGENTBUS_TOOLS_DIR": os.environ.get("AGENTBUS_TOOLS_DIR") or str(repo_root() / "tools"),
             "AGENTBUS_CONSOLE_PORT": str(self.console_port),
             "AGENTBUS_ESCALATION_PORT": str(self.escalation_port),
