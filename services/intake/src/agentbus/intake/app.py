@@ -14,8 +14,7 @@ settings = Settings(service="intake")
 bus = Bus(settings)
 models = load_models(settings.models_file) if settings.models_file else None
 classifier = ModelClassifier(models, settings.prompts_dir) if models and models.intake else None
-# The vault needs the database; it is opened on start-up, before any ticket is consumed.
-intake = Intake(bus, vault=None, classifier=classifier)  # type: ignore[arg-type]
+intake = Intake(bus, classifier=classifier)
 bus.subscribe(topics.TICKETS_RECEIVED, intake.on_ticket_received)
 app = bus.app()
 

@@ -71,13 +71,16 @@ async def protect_ticket(vault: Protector, ticket: TicketReceived) -> tuple[Tick
 
 
 class Intake:
-    def __init__(self, bus: Bus, vault: Protector, classifier: ModelClassifier | None = None) -> None:
+    def __init__(
+        self, bus: Bus, vault: Protector | None = None, classifier: ModelClassifier | None = None
+    ) -> None:
         self.bus = bus
-        self.vault = vault
+        self.vault = vault  # the app opens it on start-up, before any ticket is consumed
         self.classifier = classifier
 
     async def on_ticket_received(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, TicketReceivedV1)
+        assert self.vault is not None, "intake's PII vault is not open"
         ticket, pii = await protect_ticket(self.vault, event.payload)
         hint, calls, reasons = None, [], []
         if self.classifier is not None:
