@@ -1,10 +1,12 @@
 """`agentbus audit verify`: recompute the audit store's hash chain and check it against the signed
-checkpoints; exit 0 when intact, 1 naming the first broken link, 2 when it cannot check."""
+checkpoints; exit 0 when intact, 1 naming the first broken link, 2 when it cannot check. And
+`agentbus export`: the audit rows of a time window as NDJSON for a SIEM."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -107,3 +109,74 @@ def render(report: VerifyReport, checkpoints: Path | None) -> str:
         lines.append(f"  … and {report.more_problems} more")
     lines.append(f"{report.events} events read; {anchors}")
     return "\n".join(lines)
+
+
+EXPORT = """
+SELECT position, hash, prev_hash, topic, kafka_partition, kafka_offset, recorded_at, event
+FROM audit.events
+WHERE occurred_at >= $1 AND ($2::timestamptz IS NULL OR occurred_at < $2)
+  AND ($3::text IS NULL OR tenant_id = $3)
+ORDER BY position
+"""
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r}: expected an ISO 8601 time such as 2026-11-21 or 2026-11-21T09:30:00Z")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def export_cmd(
+    since: Annotated[str, typer.Option(help="events that occurred at or after this ISO 8601 time")],
+    until: Annotated[str | None, typer.Option(help="…and before this one (default: now)")] = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's events")] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="ndjson: one audit row per line, in chain order")
+    ] = "ndjson",
+    database_url: Annotated[
+        str | None, typer.Option(envvar="DATABASE_URL", help="default: the running stack's database")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Export audit rows for a SIEM, one JSON object per line: chain position, hash and previous hash
+    (so the receiver can check the links), Kafka topic, partition and offset, and the event."""
+    if output_format != "ndjson":
+        fail(f"--format {output_format!r}: only ndjson is supported")
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
+    if not database_url:
+        info = RuntimeInfo.load(state_dir / "runtime.json")
+        database_url = info.database_url if info else None
+    if not database_url:
+        fail("no database: start the stack with `agentbus up`, or set DATABASE_URL (or --database-url)")
+    out = sys.stdout.buffer
+
+    async def run() -> int:
+        assert database_url
+        conn = await connect(database_url)
+        count = 0
+        try:
+            async with conn.transaction():  # a cursor streams rows instead of loading the window
+                async for row in conn.cursor(EXPORT, start, end, tenant, prefetch=500):
+                    line = {
+                        "position": row["position"],
+                        "hash": row["hash"].hex() if row["hash"] else None,
+                        "prev_hash": row["prev_hash"].hex() if row["prev_hash"] else None,
+                        "topic": row["topic"],
+                        "partition": row["kafka_partition"],
+                        "offset": row["kafka_offset"],
+                        "recorded_at": row["recorded_at"],
+                        "event": row["event"],
+                    }
+                    out.write(orjson.dumps(line) + b"\n")
+                    count += 1
+        finally:
+            await conn.close()
+        return count
+
+    count = asyncio.run(run())
+    out.flush()
+    typer.echo(f"exported {count} events", err=True)

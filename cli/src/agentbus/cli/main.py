@@ -27,6 +27,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
 app.command("model-server")(model_server.command)
+app.command("export")(audit.export_cmd)
 
 StateDir = Annotated[
     Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
