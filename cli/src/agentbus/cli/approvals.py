@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
 import typer
 
+from .options import DEFAULT_STATE, StateDir, fail
 from .runtime import RuntimeInfo
 
 app = typer.Typer(help="Approve or reject actions that policy sent for human approval.", no_args_is_help=True)
@@ -24,17 +25,8 @@ Url = Annotated[
     str | None,
     typer.Option("--url", envvar="AGENTBUS_APPROVALS_URL", help="approvals API (default: from runtime.json)"),
 ]
-StateDir = Annotated[
-    Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
-]
 AsJson = Annotated[bool, typer.Option("--json", help="the API's JSON")]
-DEFAULT_STATE = Path(".agentbus")
 STATUSES = ("pending", "approved", "rejected", "expired", "all")
-
-
-def fail(message: str, prefix: str = "error") -> NoReturn:
-    typer.secho(f"{prefix}: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def api_url(url: str | None, state_dir: Path) -> str:

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import orjson
 import typer
@@ -16,20 +16,11 @@ from agentbus.shared.audit import VerifyReport, verify
 from agentbus.shared.capabilities import load_verify_keys
 from agentbus.shared.db import connect
 
+from .options import DEFAULT_STATE, StateDir, fail
 from .runtime import RuntimeInfo
 from .stack import audit_paths
 
 app = typer.Typer(help="Check the tamper-evident audit store.", no_args_is_help=True)
-
-StateDir = Annotated[
-    Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
-]
-DEFAULT_STATE = Path(".agentbus")
-
-
-def fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 @app.callback()

@@ -17,6 +17,7 @@ from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
 from . import approvals, audit, client, demo, model_server, policy, timeline, tools
+from .options import DEFAULT_STATE, StateDir, fail
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
 
@@ -28,16 +29,6 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
 app.command("model-server")(model_server.command)
 app.command("export")(audit.export_cmd)
-
-StateDir = Annotated[
-    Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
-]
-DEFAULT_STATE = Path(".agentbus")
-
-
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def connection(state_dir: Path) -> Settings:

@@ -123,7 +123,8 @@ async def _facts_from_database(proposal: Proposal) -> dict[str, Any]:
     from agentbus.policy.facts import PgFacts
     from agentbus.shared.db import create_pool
 
-    from .main import DEFAULT_STATE, connection
+    from .main import connection
+    from .options import DEFAULT_STATE
 
     settings = connection(Path(os.environ.get("AGENTBUS_STATE_DIR", DEFAULT_STATE)))
     assert settings.database_url
