@@ -42,6 +42,18 @@ def audit_paths(state_dir: Path) -> tuple[Path, Path, Path]:
     return state_dir / "audit" / "checkpoints", keys / "private", keys / "public"
 
 
+def state_keypair(private_dir: Path, public_dir: Path, prefix: str) -> Path:
+    """The newest private key in `private_dir`, or a new Ed25519 pair `<prefix>-<time>` whose public
+    half goes to `public_dir` (the only half other processes are given)."""
+    existing = sorted(private_dir.glob("*.key"))
+    if existing:
+        return existing[-1]
+    key_file, pub_file = generate_keypair(private_dir, f"{prefix}-{int(time.time())}")
+    public_dir.mkdir(parents=True, exist_ok=True)
+    pub_file.rename(public_dir / pub_file.name)
+    return key_file
+
+
 @dataclass
 class Stack:
     state_dir: Path
@@ -171,12 +183,7 @@ class Stack:
         }
         if not signing:
             private_dir, public_dir = self.state_dir / "keys" / "private", self.state_dir / "keys" / "public"
-            existing = sorted(private_dir.glob("*.key"))
-            key_file = existing[-1] if existing else None
-            if key_file is None:
-                key_file, pub_file = generate_keypair(private_dir, f"policy-{int(time.time())}")
-                public_dir.mkdir(parents=True, exist_ok=True)
-                pub_file.rename(public_dir / pub_file.name)
+            key_file = state_keypair(private_dir, public_dir, "policy")
             signing = {"AGENTBUS_SIGNING_KEY_FILE": str(key_file)}
             verify = verify or {"AGENTBUS_VERIFY_KEYS_DIR": str(public_dir)}
         groups = {
@@ -193,13 +200,7 @@ class Stack:
         checkpoints, private_dir, public_dir = audit_paths(self.state_dir)
         key_file = os.environ.get("AGENTBUS_AUDIT_SIGNING_KEY_FILE")
         if not key_file:
-            existing = sorted(private_dir.glob("*.key"))
-            path = existing[-1] if existing else None
-            if path is None:
-                path, pub_file = generate_keypair(private_dir, f"audit-{int(time.time())}")
-                public_dir.mkdir(parents=True, exist_ok=True)
-                pub_file.rename(public_dir / pub_file.name)
-            key_file = str(path)
+            key_file = str(state_keypair(private_dir, public_dir, "audit"))
         directory = os.environ.get("AGENTBUS_AUDIT_CHECKPOINT_DIR")
         if not directory:
             if self.postgres is not None and checkpoints.exists():
