@@ -27,6 +27,7 @@ from agentbus.shared.events import (
 from agentbus.shared.llm import ModelClient, ModelsConfig, ModelUnavailable, fence, load_template
 from agentbus.shared.tools import ToolRegistry, load_registry
 
+from ..toolbox import function_specs
 from ..workflows import Planner, TaskState, Transition, default_planner
 from ..workflows.base import awaits, denied, new_task, propose, resolved, stopped_by_verifier
 from .retrieval import PolicyLibrary, Section
@@ -49,11 +50,8 @@ class Turn:
     detail: str = ""
 
 
-def wire_name(tool: str) -> str:
-    return tool.replace(".", "__")
-
-
 def tool_name(wire: str) -> str:
+    """Registry name of a function name on the wire (`ToolSpec.function_spec` turns '.' into '__')."""
     return wire.replace("__", ".")
 
 
@@ -77,6 +75,7 @@ class ModelPlanner:
         self.plan_prompt = load_template(prompts_dir, "plan")
         self.draft_prompt = load_template(prompts_dir, "draft_reply")
         self._bundles: dict[str, dict[str, Any]] = {}
+        self._tool_specs: dict[str, list[dict[str, Any]]] = {}
 
     # -- Planner interface -------------------------------------------------------------------
 
@@ -349,13 +348,12 @@ class ModelPlanner:
         return str(self._bundle(workflow)["agent"]["id"])
 
     def _tools(self, workflow: str) -> list[dict[str, Any]]:
-        """The tools the workflow's bundle allows, as strict function schemas from the registry."""
-        specs = []
-        for name in self._bundle(workflow)["tools"]["allowed"]:
-            spec = self.registry.get(name)
-            if spec is not None:
-                specs.append(spec.function_spec())
-        return specs
+        """The tools the workflow's bundle allows, as strict function schemas from the registry;
+        built once per workflow, not on every turn."""
+        if workflow not in self._tool_specs:
+            allowed = [n for n in self._bundle(workflow)["tools"]["allowed"] if n in self.registry]
+            self._tool_specs[workflow] = function_specs(allowed, self.registry)
+        return self._tool_specs[workflow]
 
     def _sources(self, state: TaskState) -> list[Section]:
         ticket = state.context["ticket"]
