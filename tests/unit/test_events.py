@@ -253,3 +253,20 @@ def test_answer_envelope_overrides(producer: Producer) -> None:
     nxt = cause.answer(TaskClassifiedV2, builders.payloads()[TaskClassifiedV2], producer, policy_version="v2")
     assert nxt.policy_version == "v2"
     assert nxt.causation_id == cause.event_id
+
+
+@pytest.mark.parametrize("where", ["payload.body", "payload.metadata.key"])
+def test_a_nul_character_is_invalid_because_no_store_can_keep_it(where: str) -> None:
+    obj = wire()
+    if where == "payload.body":
+        obj["payload"]["body"] = "refund\x00me"
+    else:
+        obj["payload"]["metadata"] = {"k\x00": "v"}
+    err = decode_error(obj)
+    assert err.kind == "invalid" and "NUL" in str(err)
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    obj = wire()
+    obj["payload"]["body"] = "path C:\\u0000"  # a backslash, then the text u0000
+    assert decode(orjson.dumps(obj)).payload.body == "path C:\\u0000"

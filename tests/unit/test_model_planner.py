@@ -101,8 +101,9 @@ async def test_a_valid_call_becomes_a_proposal_with_route_prompt_sources_and_cos
         call("orders.get_order", {"order_id": "ORD-1001"}),
         call("orders.get_order", {**GET_ORDER, "note": "x"}),
         call("orders.cancel_everything", GET_ORDER),
+        call("orders.get_order", {**GET_ORDER, "customer_id": "C-1\x00"}),
     ],
-    ids=["not_json", "missing_field", "extra_field", "unknown_tool"],
+    ids=["not_json", "missing_field", "extra_field", "unknown_tool", "nul_character"],
 )
 async def test_an_invalid_call_is_re_asked_with_the_reason_then_accepted(bad: Completion) -> None:
     p, client = planner([bad, call("orders.get_order", GET_ORDER, call_id="call-2")])

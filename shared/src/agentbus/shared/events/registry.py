@@ -64,6 +64,10 @@ def decode(raw: bytes) -> Event:
         raise DecodeError("malformed", f"not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise DecodeError("malformed", "an event must be a JSON object")
+    # Postgres text and jsonb cannot hold NUL, and every event ends up in Postgres (audit store,
+    # task and decision tables): refuse it here, once, rather than fail in each consumer's store.
+    if b"\\u0000" in raw and contains_nul(obj):
+        raise DecodeError("invalid", "a string contains NUL (\\u0000), which no agentbus store can keep")
     event_type, version = obj.get("type"), obj.get("version")
     # type() not isinstance(): JSON true is a bool, which Python counts as the int 1.
     if not isinstance(event_type, str) or type(version) is not int:
@@ -80,6 +84,17 @@ def decode(raw: bytes) -> Event:
         return REGISTRY[(event_type, version)].model_validate(obj)
     except ValidationError as exc:
         raise DecodeError("invalid", _short(exc)) from exc
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether any string (key or value) inside `value` holds the NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(v) for v in value)
+    return False
 
 
 def _short(exc: ValidationError) -> str:

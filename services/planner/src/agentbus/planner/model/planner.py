@@ -24,6 +24,7 @@ from agentbus.shared.events import (
     Usage,
     Verification,
 )
+from agentbus.shared.events.registry import contains_nul
 from agentbus.shared.llm import ModelClient, ModelsConfig, ModelUnavailable, fence, load_template
 from agentbus.shared.tools import ToolRegistry, load_registry
 
@@ -258,6 +259,8 @@ class ModelPlanner:
             return Turn(failure="invalid", detail=f"arguments of {name} are not valid JSON ({exc})")
         if not isinstance(args, dict):
             return Turn(failure="invalid", detail=f"arguments of {name} must be a JSON object")
+        if contains_nul(args):
+            return Turn(failure="invalid", detail=f"arguments of {name} must not contain NUL characters")
         errors = sorted(jsonschema.Draft202012Validator(spec.args_schema).iter_errors(args), key=str)
         if errors:
             where = "/".join(str(p) for p in errors[0].absolute_path) or "arguments"
