@@ -31,6 +31,21 @@ from .topics import TOPIC_FOR_TYPE, TopicSpec, topic_name
 log = logging.getLogger("agentbus.bus")
 
 Handler = Callable[[Event], Awaitable[Sequence[Event]]]
+
+# Headers a re-drive (replay from the audit store) puts on republished records: the replay run's id,
+# and the one service meant to reprocess them. Other consumers of the topic skip such a record, so a
+# re-drive into one stage does not make every stage on that topic act again.
+REDRIVE_HEADER = "agentbus-redrive"
+REDRIVE_FOR_HEADER = "agentbus-redrive-for"
+
+
+def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
 BatchHandler = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None]]
 
 
@@ -173,6 +188,10 @@ class Bus:
     async def _process(self, msg: Any, handler: Handler) -> None:
         record: ConsumerRecord[Any, Any] = msg.raw_message
         key = (record.topic, record.partition, record.offset)
+        target = header(record, REDRIVE_FOR_HEADER)
+        if target is not None and target != self.service:
+            await msg.ack()  # a re-drive aimed at another stage
+            return
         try:
             try:
                 event = decode(msg.body)
