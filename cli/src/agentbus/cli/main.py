@@ -16,7 +16,17 @@ from agentbus.shared.events import schemas as event_schemas
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
-from . import approvals, audit, client, demo, model_server, policy, timeline, tools
+from . import (
+    approvals,
+    audit,
+    client,
+    demo,
+    model_server,
+    policy,
+    replay,
+    timeline,
+    tools,
+)
 from .options import DEFAULT_STATE, StateDir, fail
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
@@ -24,7 +34,8 @@ from .stack import Stack, repo_root
 app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
-
+# counterfactual and redrive register their commands on replay.app when imported.
+app.add_typer(replay.app, name="replay")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
 app.command("model-server")(model_server.command)

@@ -1,0 +1,3 @@
+"""`agentbus replay counterfactual` (being written)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`agentbus replay redrive` (being written)."""
+
+from __future__ import annotations
