@@ -15,7 +15,7 @@ from agentbus.executor.store import PgEffectLedger
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import Signer, Verifier
 from agentbus.shared.db import create_pool, migrate
-from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Decision, Proposal
+from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Decision, Proposal, Switch
 from agentbus.shared.settings import Settings
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -130,3 +130,35 @@ async def test_replayed_capability_is_refused(rig: Rig) -> None:
 async def test_capability_for_another_tenant_is_refused(rig: Rig) -> None:
     proposal = refund()
     await assert_refused(rig, decided(proposal, rig.signer.issue(proposal, "other-tenant")), "tenant_id")
+
+
+@pytest.mark.parametrize(
+    ("scope", "target"),
+    [("tool", "payments.issue_refund"), ("agent", "agent:refunds"), ("tenant", "acme")],
+)
+async def test_a_kill_switch_makes_the_executor_refuse_then_release_lets_the_same_decision_run(
+    rig: Rig, scope: str, target: str
+) -> None:
+    proposal = refund()
+    event = decided(proposal, rig.signer.issue(proposal, "acme"))
+    switch = Switch(scope=scope, target=target, engaged=True, reason="incident 42", actor="sre:kim")
+    rig.executor.bus.switches.apply(switch)
+    out = await run(rig, event)
+    assert out.payload.status == "refused"
+    assert f"kill switch {scope} {target} engaged by sre:kim: incident 42" == out.payload.error
+    assert await effects(rig) == (0, 0)
+
+    # The refusal used neither the capability nor the ledger: once released, a re-drive acts once.
+    rig.executor.bus.switches.apply(switch.model_copy(update={"engaged": False}))
+    assert (await run(rig, event)).payload.status == "succeeded"
+    assert await effects(rig) == (1, 1)
+
+
+async def test_a_switch_on_another_tool_does_not_stop_this_one(rig: Rig) -> None:
+    proposal = refund()
+    rig.executor.bus.switches.apply(
+        Switch(scope="tool", target="shipping.create_return_label", engaged=True, reason="r", actor="a")
+    )
+    assert (
+        await run(rig, decided(proposal, rig.signer.issue(proposal, "acme")))
+    ).payload.status == "succeeded"

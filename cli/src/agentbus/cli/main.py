@@ -20,46 +20,33 @@ from . import (
     approvals,
     audit,
     client,
+    counterfactual,
     demo,
     model_server,
     policy,
+    redrive,
     replay,
+    switches,
     timeline,
     tools,
 )
-from .options import DEFAULT_STATE, StateDir, fail
+from .options import DEFAULT_STATE, StateDir, connection, fail
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
 
 app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
-# counterfactual and redrive register their commands on replay.app when imported.
 app.add_typer(replay.app, name="replay")
+# Importing these registers their commands on replay.app.
+REPLAY_MODULES = (counterfactual, redrive)
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
 app.command("model-server")(model_server.command)
 app.command("export")(audit.export_cmd)
-
-
-def connection(state_dir: Path) -> Settings:
-    """Broker and database from the environment, else from the stack `agentbus up` started."""
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    database = os.environ.get("DATABASE_URL")
-    prefix = os.environ.get("AGENTBUS_TOPIC_PREFIX", "")
-    info = RuntimeInfo.load(state_dir / "runtime.json")
-    if info is not None:
-        bootstrap = bootstrap or info.bootstrap
-        database = database or info.database_url
-        prefix = prefix or info.topic_prefix
-    if not bootstrap or not database:
-        fail(
-            "no running stack found: start one with `agentbus up` (or `make run`), or set "
-            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
-        )
-    return Settings(
-        service="cli", kafka_bootstrap_servers=bootstrap, database_url=database, topic_prefix=prefix
-    )
+app.command("kill")(switches.kill)
+app.command("resume")(switches.resume)
+app.command("switches")(switches.list_switches)
 
 
 @app.command()

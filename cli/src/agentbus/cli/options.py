@@ -1,11 +1,15 @@
-"""What every `agentbus` command shares: the state-dir option and how a command fails."""
+"""What every `agentbus` command shares: the state-dir option, the connection, how a command fails."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from agentbus.shared.settings import Settings
+
+from .runtime import RuntimeInfo
 
 StateDir = Annotated[
     Path, typer.Option(envvar="AGENTBUS_STATE_DIR", help="where `up` keeps logs and runtime.json")
@@ -17,3 +21,23 @@ def fail(message: str, prefix: str = "error") -> NoReturn:
     """Print what to fix and exit 2 (bad input or nothing to talk to)."""
     typer.secho(f"{prefix}: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
+
+
+def connection(state_dir: Path) -> Settings:
+    """Broker and database from the environment, else from the stack `agentbus up` started."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    database = os.environ.get("DATABASE_URL")
+    prefix = os.environ.get("AGENTBUS_TOPIC_PREFIX", "")
+    info = RuntimeInfo.load(state_dir / "runtime.json")
+    if info is not None:
+        bootstrap = bootstrap or info.bootstrap
+        database = database or info.database_url
+        prefix = prefix or info.topic_prefix
+    if not bootstrap or not database:
+        fail(
+            "no running stack found: start one with `agentbus up` (or `make run`), or set "
+            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+        )
+    return Settings(
+        service="cli", kafka_bootstrap_servers=bootstrap, database_url=database, topic_prefix=prefix
+    )

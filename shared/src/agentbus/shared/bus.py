@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -22,7 +22,17 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from opentelemetry import propagate
 
 from . import __version__
-from .events import DeadLetter, DeadLetterRecordedV1, DecodeError, Event, Producer, decode
+from .control import ControlListener, SwitchBoard, describe, switch_key
+from .events import (
+    ControlSwitchV1,
+    DeadLetter,
+    DeadLetterRecordedV1,
+    DecodeError,
+    Event,
+    Producer,
+    Switch,
+    decode,
+)
 from .serialization import dumps
 from .settings import Settings
 from .telemetry import setup_tracing
@@ -91,11 +101,57 @@ class Bus:
             logger=logging.getLogger(f"agentbus.{settings.service}"),
         )
         self._attempts: dict[tuple[str, int, int], int] = {}
+        # Kill switches: the state from the control topic, each stage subscriber (by topic name
+        # without prefix) so a switch can pause it, and where each held partition must resume.
+        self.switches = SwitchBoard()
+        self._control: ControlListener | None = None
+        self._subscribers: list[tuple[str, Any]] = []
+        self._held: dict[TopicPartition, int] = {}
 
     def app(self, **kwargs: Any) -> FastStream:
         app = FastStream(self.broker, **kwargs)
+        # on_startup runs before the broker's consumers start: the switches are known first.
+        app.on_startup(self.start_control)
         app.after_startup(self.mark_ready)
+        app.after_shutdown(self.stop_control)
         return app
+
+    async def start_control(self) -> None:
+        """Load the kill-switch state from the control topic and keep following it."""
+        self._control = ControlListener(
+            self.settings, self.switches, self._switch_changed, client_security_kwargs(self.settings)
+        )
+        await self._control.start()
+
+    async def stop_control(self) -> None:
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+
+    def _switch_changed(self, switch: Switch) -> None:
+        """Pause every partition of a topic a switch halts at once, and resume the rest."""
+        for topic, subscriber in self._subscribers:
+            consumer = subscriber.consumer
+            if consumer is None:
+                continue
+            if self.switches.halting(topic) is not None:
+                consumer.pause(*consumer.assignment())
+                continue
+            paused = consumer.paused()
+            for tp in paused:
+                self._held.pop(tp, None)
+            if paused:
+                consumer.resume(*paused)
+                log.warning("resumed %s after %s", topic, switch_key(switch))
+
+    def _hold(self, consumer: Any, record: ConsumerRecord[Any, Any]) -> None:
+        """Keep a record a switch stopped: pause its partition and rewind to it, uncommitted."""
+        tp = TopicPartition(record.topic, record.partition)
+        consumer.pause(tp)
+        held = self._held.get(tp)
+        if held is None or record.offset < held:
+            self._held[tp] = record.offset
+            consumer.seek(tp, record.offset)
 
     def mark_ready(self) -> None:
         if self.settings.ready_file is not None:
@@ -113,6 +169,7 @@ class Bus:
     async def publish(self, event: Event) -> None:
         """Publish and wait for the broker's acknowledgement (acks=all)."""
         spec = TOPIC_FOR_TYPE[event.type]
+        key = message_key(event)
         headers = {"type": event.type, "version": str(event.version)}
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
@@ -122,7 +179,7 @@ class Bus:
         await self.broker.publish(
             dumps(event),
             self.topic(spec),
-            key=event.ticket_id.encode() if event.ticket_id else None,
+            key=key.encode() if key else None,
             headers=headers,
         )
 
@@ -142,6 +199,7 @@ class Bus:
             group_id=self.group(spec),
             **{**self._consumer_options(), **options},
         )
+        self._subscribers.append((spec.name, subscriber))
 
         @subscriber
         async def consume(msg: KafkaMessage) -> None:
@@ -191,6 +249,10 @@ class Bus:
         target = header(record, REDRIVE_FOR_HEADER)
         if target is not None and target != self.service:
             await msg.ack()  # a re-drive aimed at another stage
+            return
+        if (switch := self.switches.halting(spec_name(record.topic, self.settings.topic_prefix))) is not None:
+            log.info("holding %s@%s:%s: %s", *key, describe(switch))
+            self._hold(msg.consumer, record)
             return
         try:
             try:
@@ -245,6 +307,17 @@ class Bus:
         )
         log.warning("dead-lettered %s@%s:%s: %s", record.topic, record.partition, record.offset, reason)
         await self.publish(event)
+
+
+def message_key(event: Event) -> str | None:
+    """Ticket id (per-ticket order), or the switch for control events (one compacted slot each)."""
+    if isinstance(event, ControlSwitchV1):
+        return switch_key(event.payload)
+    return event.ticket_id
+
+
+def spec_name(topic: str, prefix: str) -> str:
+    return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
 
 
 async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:

@@ -34,6 +34,7 @@ identities = Identities.load(settings.identities_path())
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     pool = await open_pool(settings)
     handlers.store = desk.store = PgEscalationStore(pool)
+    await bus.start_control()  # kill switches known before any consumer starts
     await bus.broker.start()
     bus.mark_ready()
     # Expires overdue approvals and republishes decisions the broker has not acknowledged.
@@ -45,6 +46,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await bus.broker.stop()
+        await bus.stop_control()
         await pool.close()
 
 

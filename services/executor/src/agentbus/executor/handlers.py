@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import CapabilityError, Verifier
+from agentbus.shared.control import describe
 from agentbus.shared.events import ActionDecidedV1, ActionExecutedV1, Event, Execution, Proposal
 from agentbus.shared.redaction import redact
 from agentbus.shared.tools import ToolRegistry, ToolSpec, load_registry
@@ -61,6 +62,11 @@ class ExecutorHandlers:
         assert self.pool is not None and self.ledger is not None, "executor not started"
         assert self.verifier is not None, "executor has no verification keys"
         started = time.perf_counter()
+        if switch := self.bus.switches.refusing(
+            tool=proposal.tool, agent=proposal.agent, tenant=event.tenant_id
+        ):
+            # Refused before the capability is used or the ledger claimed: nothing was attempted.
+            return [self._executed(event, proposal, "refused", {}, describe(switch), started)]
         try:
             claims = self.verifier.verify(decision.capability, proposal, event.tenant_id)
             if not await self.ledger.use_capability(claims.jti, proposal.action_id, event.event_id):

@@ -1,0 +1,142 @@
+"""Kill switches: the state held on the compacted control topic, and the listener every service runs.
+
+A switch is keyed `<scope>:<target>` on the control topic, so compaction keeps the latest change of
+each switch and a restarted service reads the whole state back from offset 0 before it consumes
+anything. Scopes (DESIGN §4): `topic` (consumers of the topic pause their partitions), `tool`,
+`agent` and `tenant` (executors refuse matching actions), `global` (every stage pauses everything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from .events import ControlSwitchV1, DecodeError, Switch, decode
+from .settings import Settings
+from .topics import CONTROL, topic_name
+
+log = logging.getLogger("agentbus.control")
+
+SCOPES = ("topic", "tool", "agent", "tenant", "global")
+GLOBAL_TARGET = "all"
+
+
+def switch_key(switch: Switch) -> str:
+    """The control topic's message key: one compacted slot per switch."""
+    return f"{switch.scope}:{switch.target}"
+
+
+class SwitchBoard:
+    """The engaged switches, as last written on the control topic."""
+
+    def __init__(self) -> None:
+        self.engaged: dict[str, Switch] = {}
+
+    def apply(self, switch: Switch) -> bool:
+        """Record a change; True when it changed what is engaged."""
+        key = switch_key(switch)
+        if switch.engaged:
+            changed = key not in self.engaged
+            self.engaged[key] = switch
+            return changed
+        return self.engaged.pop(key, None) is not None
+
+    def halting(self, topic: str) -> Switch | None:
+        """The switch that stops consumption of `topic` (its name without the environment prefix)."""
+        return self.engaged.get(f"topic:{topic}") or self.engaged.get(f"global:{GLOBAL_TARGET}")
+
+    def refusing(self, *, tool: str, agent: str, tenant: str | None) -> Switch | None:
+        """The switch that forbids running `tool` as `agent` for `tenant`, if any."""
+        for key in (f"tool:{tool}", f"agent:{agent}", f"tenant:{tenant}", f"global:{GLOBAL_TARGET}"):
+            if key in self.engaged:
+                return self.engaged[key]
+        return None
+
+
+def describe(switch: Switch) -> str:
+    return f"kill switch {switch.scope} {switch.target} engaged by {switch.actor}: {switch.reason}"
+
+
+class ControlListener:
+    """Follows the control topic from its beginning and keeps a SwitchBoard current.
+
+    No consumer group: every process must see every switch, and none may skip one by sharing
+    offsets. `start()` returns once the state up to the topic's end at that moment is loaded, so a
+    restarted service never acts on a message a switch already stopped.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        board: SwitchBoard,
+        on_change: Callable[[Switch], Any] | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.board = board
+        self.on_change = on_change
+        self.partition = TopicPartition(topic_name(CONTROL, settings.topic_prefix), 0)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            **dict(client_kwargs or {}),
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 30.0) -> None:
+        await self.consumer.start()
+        self.consumer.assign([self.partition])
+        await self.consumer.seek_to_beginning(self.partition)
+        end = (await self.consumer.end_offsets([self.partition]))[self.partition]
+        async with asyncio.timeout(timeout):
+            while await self.consumer.position(self.partition) < end:
+                await self._poll()
+        self._task = asyncio.create_task(self._follow(), name="control-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.consumer.stop()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self._poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The broker may be gone for a while; the switches held so far stay in force.
+                log.exception("control topic poll failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _poll(self) -> None:
+        batches = await self.consumer.getmany(self.partition, timeout_ms=200)
+        for record in batches.get(self.partition, []):
+            if record.value is None:
+                continue  # a tombstone: compaction's way of forgetting a key
+            try:
+                event = decode(record.value)
+            except DecodeError as exc:
+                log.warning("ignoring a bad control record at offset %s: %s", record.offset, exc)
+                continue
+            if not isinstance(event, ControlSwitchV1):
+                continue
+            if self.board.apply(event.payload):
+                state = "engaged" if event.payload.engaged else "released"
+                log.warning(
+                    "kill switch %s %s %s by %s",
+                    switch_key(event.payload),
+                    state,
+                    f"({event.payload.reason})",
+                    event.payload.actor,
+                )
+                if self.on_change is not None:
+                    self.on_change(event.payload)
