@@ -19,6 +19,7 @@ from agentbus.shared.status import ticket_status
 from . import (
     approvals,
     audit,
+    bench,
     client,
     counterfactual,
     demo,
@@ -37,6 +38,7 @@ from .stack import Stack, repo_root
 app = typer.Typer(help="agentbus: governed AI agents for operations work, on Kafka.", no_args_is_help=True)
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(audit.app, name="audit")
+app.add_typer(bench.app, name="bench")
 app.add_typer(replay.app, name="replay")
 # Importing these registers their commands on replay.app.
 REPLAY_MODULES = (counterfactual, redrive)
