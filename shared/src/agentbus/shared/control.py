@@ -84,6 +84,8 @@ class ControlListener:
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
+            # A wiped broker restarts the topic at offset 0: read it again from there, not its end.
+            auto_offset_reset="earliest",
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             **dict(client_kwargs or {}),
         )
@@ -91,12 +93,16 @@ class ControlListener:
 
     async def start(self, timeout: float = 30.0) -> None:
         await self.consumer.start()
-        self.consumer.assign([self.partition])
-        await self.consumer.seek_to_beginning(self.partition)
-        end = (await self.consumer.end_offsets([self.partition]))[self.partition]
-        async with asyncio.timeout(timeout):
-            while await self.consumer.position(self.partition) < end:
-                await self._poll()
+        try:
+            self.consumer.assign([self.partition])
+            await self.consumer.seek_to_beginning(self.partition)
+            end = (await self.consumer.end_offsets([self.partition]))[self.partition]
+            async with asyncio.timeout(timeout):
+                while await self.consumer.position(self.partition) < end:
+                    await self._poll()
+        except BaseException:
+            await self.consumer.stop()
+            raise
         self._task = asyncio.create_task(self._follow(), name="control-listener")
 
     async def stop(self) -> None:
