@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,3 +138,33 @@ def test_model_calls_show_per_step_and_sum_to_the_ticket_cost() -> None:
     assert text.splitlines()[-1] == (
         "cost: $0.001525 for 2 model calls, 1320 tokens; prompts: classify@ba9876543210, plan@0123456789ab"
     )
+
+
+def test_each_step_shows_its_latency_since_the_event_it_answers() -> None:
+    events = chain()
+    for cause, event in itertools.pairwise(events):
+        event["causation_id"] = cause["event_id"]
+    events[-1]["occurred_at"] = (T0 + timedelta(milliseconds=1900)).isoformat()
+    body = render("T-1", events, "resolved").splitlines()[1:-1]
+    assert "(+" not in body[0]  # the request answers nothing recorded here
+    assert [re.search(r"\(\+(\d+\.\d)\)", line).group(1) for line in body[1:]] == [  # type: ignore[union-attr]
+        "250.0",
+        "250.0",
+        "250.0",
+        "1150.0",
+    ]
+
+
+def test_an_allow_shows_its_capability_id_and_expiry() -> None:
+    from agentbus.shared.capabilities import Signer
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    events = chain()
+    decided = events[3]
+    proposal = ActionProposedV1.model_validate(events[2]).payload
+    token = Signer("k7", Ed25519PrivateKey.generate()).issue(proposal, "acme", now=T0.timestamp())
+    decided["payload"] |= {"verdict": "allow", "capability": token}
+    line = describe(decided)
+    assert re.search(r"capability=k7/[0-9a-f-]{36} expires 03:09:05Z", line), line
+    decided["payload"]["capability"] = "garbage"
+    assert "capability=<malformed>" in describe(decided)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from agentbus.shared.capabilities import read_claims
 
 
 def _args(obj: Any) -> str:
@@ -57,6 +58,31 @@ def cost_summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def capability(token: str | None) -> str:
+    """` capability=<kid>/<jti> expires <time>` for an allow (claims shown, signature not checked)."""
+    if not token:
+        return ""
+    claims = read_claims(token)
+    if claims is None:
+        return " capability=<malformed>"
+    expires = datetime.fromtimestamp(claims.expires_at, UTC).strftime("%H:%M:%SZ")
+    return f" capability={claims.kid}/{claims.jti} expires {expires}"
+
+
+def step_latency_ms(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Per event id: milliseconds since the event it answers (its cause), where the cause is known."""
+    at = {e["event_id"]: _time(e) for e in events}
+    return {
+        e["event_id"]: (_time(e) - at[e["causation_id"]]).total_seconds() * 1000
+        for e in events
+        if e.get("causation_id") in at
+    }
+
+
+def _time(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+
+
 def describe(event: dict[str, Any]) -> str:
     p = event.get("payload") or {}
     kind = event["type"]
@@ -75,7 +101,7 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "action.decided":
         return (
             f"{p['proposal']['action_id']} {p['verdict'].upper()} rules={','.join(p['rule_ids'])} "
-            f"— {p['reason']} [policy {event.get('policy_version')}]"
+            f"— {p['reason']} [policy {event.get('policy_version')}]{capability(p.get('capability'))}"
         )
     if kind == "action.executed":
         outcome = _args(p["result"]) if p["status"] == "succeeded" else p["error"]
@@ -99,15 +125,19 @@ def describe(event: dict[str, Any]) -> str:
 def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
     if not events:
         return f"no events recorded for ticket {ticket_id}"
-    start = datetime.fromisoformat(events[0]["occurred_at"].replace("Z", "+00:00"))
+    start = _time(events[0])
     cost = cost_summary(events)
+    latency = step_latency_ms(events)
     lines = [f"ticket {ticket_id} — status: {status} — {len(events)} events"]
     for n, event in enumerate(events, 1):
-        at = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
-        offset_ms = (at - start).total_seconds() * 1000
+        offset_ms = (_time(event) - start).total_seconds() * 1000
         producer = event["producer"]["service"]
         at_text = f"+{offset_ms:.1f}ms"
-        lines.append(f"{n:>3}. {at_text:>11}  {event['type']:<21} {producer:<17} {describe(event)}")
+        step = latency.get(event["event_id"])
+        step_text = f"(+{step:.1f})" if step is not None else ""
+        lines.append(
+            f"{n:>3}. {at_text:>11} {step_text:>10}  {event['type']:<21} {producer:<17} {describe(event)}"
+        )
     prompts = ", ".join(cost["prompt_versions"]) or "none"
     lines.append(
         f"cost: {usd(cost['cost_microdollars'])} for {cost['model_calls']} model calls, "

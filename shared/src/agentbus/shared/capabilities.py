@@ -57,6 +57,23 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _parse(token: str) -> tuple[Claims, bytes, bytes]:
+    try:
+        body_text, sig_text = token.split(".")
+        body, signature = _unb64(body_text), _unb64(sig_text)
+        return Claims(**orjson.loads(body)), body, signature
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise CapabilityError(f"malformed capability ({exc})") from exc
+
+
+def read_claims(token: str) -> Claims | None:
+    """The claims of a capability WITHOUT checking its signature: for display in a trace only."""
+    try:
+        return _parse(token)[0]
+    except CapabilityError:
+        return None
+
+
 class Signer:
     """Issues capabilities; only the policy decider is given one."""
 
@@ -91,12 +108,7 @@ class Verifier:
     ) -> Claims:
         if not token:
             raise CapabilityError("no capability: an allow without a signed capability is not honoured")
-        try:
-            body_text, sig_text = token.split(".")
-            body, signature = _unb64(body_text), _unb64(sig_text)
-            claims = Claims(**orjson.loads(body))
-        except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
-            raise CapabilityError(f"malformed capability ({exc})") from exc
+        claims, body, signature = _parse(token)
         key = self.keys.get(claims.kid)
         if key is None:
             raise CapabilityError(f"capability signed with unknown key id {claims.kid!r}")
