@@ -249,6 +249,7 @@ def trace(
                     "ticket_id": ticket_id,
                     "status": status,
                     "cost": timeline.cost_summary(chain),
+                    "step_latency_ms": timeline.step_latency_ms(chain),
                     "events": chain,
                 },
                 option=orjson.OPT_INDENT_2,
