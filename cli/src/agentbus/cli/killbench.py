@@ -4,6 +4,7 @@ from the switch to the last execution, resume, and check every ticket completes 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -153,7 +154,9 @@ async def run(
     actions.decided, hold it for `hold_s`, release it, and wait for every ticket."""
     assert settings.database_url
     run_id = uuid.uuid4().hex[:6].upper()
-    orders = [f"ORD-K{run_id}-{n:04d}" for n in range(tickets)]
+    # Order ids must match the tools' argument schema (ORD-<3 to 10 digits>): a random 10-digit block.
+    base = random.randrange(10**9, 9 * 10**9, 10**5)
+    orders = [f"ORD-{base + n}" for n in range(tickets)]
     await add_orders(settings.database_url, orders)
     events = [
         client.ticket_event(demo.refund_ticket(o, ticket_id=f"T-K{run_id}-{n:04d}"))
