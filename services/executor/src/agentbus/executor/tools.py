@@ -30,6 +30,8 @@ async def get_order(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[
     return {
         "found": True,
         "order_id": row["id"],
+        # The owner tenant, so that the log holds every fact policy decides a refund on (replay).
+        "tenant_id": row["tenant_id"],
         "status": row["status"],
         "amount_cents": row["amount_cents"],
         "currency": row["currency"],
