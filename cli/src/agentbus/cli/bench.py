@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -27,6 +29,8 @@ def kill_switch(
 ) -> None:
     """Engage a kill switch on the executor's input topic mid-run: time to halt, then resume and
     check every ticket completes once. Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set."""
+    # A SIGTERM (timeout, CI) must still stop the stack's processes: they run in their own sessions.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-") as tmp:
         stack = Stack.from_env(Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.")
         try:
