@@ -21,6 +21,9 @@ from . import client, demo
 from .switches import switch_event
 
 HALT_TARGET_MS = 200.0  # DESIGN §8
+# The refunds bundle allows 60 refunds a minute and $500 a day per tenant; 10 $10 refunds stay far
+# inside both.
+TICKETS_PER_TENANT = 10
 
 
 @dataclass
@@ -117,13 +120,14 @@ class ExecutionWatch:
         ]
 
 
-async def add_orders(database_url: str, orders: list[str]) -> None:
+async def add_orders(database_url: str, orders: list[tuple[str, str]]) -> None:
+    """(order id, tenant) pairs: $10 delivered orders of the demo customer."""
     conn = await connect(database_url)
     try:
         await conn.executemany(
             """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
-               VALUES ($1, 'acme', 'C-1', 1000, 'USD', 'delivered')""",
-            [(o,) for o in orders],
+               VALUES ($1, $2, 'C-1', 1000, 'USD', 'delivered')""",
+            orders,
         )
     finally:
         await conn.close()
@@ -157,9 +161,14 @@ async def run(
     # Order ids must match the tools' argument schema (ORD-<3 to 10 digits>): a random 10-digit block.
     base = random.randrange(10**9, 9 * 10**9, 10**5)
     orders = [f"ORD-{base + n}" for n in range(tickets)]
-    await add_orders(settings.database_url, orders)
+    # Spread over tenants so that no tenant's refund budget or rate limit turns the run into
+    # escalations: the benchmark is about the switch, not the quotas.
+    tenants = [f"bench-{n % max(1, tickets // TICKETS_PER_TENANT)}" for n in range(tickets)]
+    await add_orders(settings.database_url, list(zip(orders, tenants, strict=True)))
     events = [
-        client.ticket_event(demo.refund_ticket(o, ticket_id=f"T-K{run_id}-{n:04d}"))
+        client.ticket_event(
+            demo.refund_ticket(o, ticket_id=f"T-K{run_id}-{n:04d}") | {"tenant_id": tenants[n]}
+        )
         for n, o in enumerate(orders)
     ]
     ids = {e.ticket_id or "" for e in events}
