@@ -28,8 +28,10 @@ from agentbus.shared.audit import (
     VerifyReport,
     canonical_bytes,
     chain_record,
+    event_digest,
     link_hash,
     read_checkpoints,
+    row_header,
     verify,
 )
 from agentbus.shared.capabilities import Signer, generate_keypair, load_signer, load_verify_keys
@@ -107,15 +109,24 @@ class Audit:
         return await self.pool.fetch("SELECT * FROM audit.events ORDER BY position")
 
 
-@pytest.fixture
-async def audit(database_url: str, tmp_path: Path) -> AsyncIterator[Audit]:
-    await migrate(database_url)
+@asynccontextmanager
+async def open_audit(database_url: str, tmp_path: Path) -> AsyncIterator[Audit]:
+    """An Audit on a database that is already migrated."""
     pool = await create_pool(database_url, max_size=4)
     key_file, _ = generate_keypair(tmp_path / "keys", "audit-test")
     signer = load_signer(key_file, None, None, ttl_s=0)
     assert signer is not None
-    yield Audit(database_url, pool, signer, tmp_path / "keys", tmp_path / "checkpoints")
-    await pool.close()
+    try:
+        yield Audit(database_url, pool, signer, tmp_path / "keys", tmp_path / "checkpoints")
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def audit(database_url: str, tmp_path: Path) -> AsyncIterator[Audit]:
+    await migrate(database_url)
+    async with open_audit(database_url, tmp_path) as opened:
+        yield opened
 
 
 async def chain_of_ten(audit: Audit) -> list[asyncpg.Record]:
@@ -205,24 +216,41 @@ async def test_ticket_events_still_reads_a_ticket_in_causal_order(audit: Audit) 
     assert events[0]["payload"]["metadata"]["unicode"] == AWKWARD["unicode"]
 
 
+async def migrate_around_legacy_rows(
+    conn: asyncpg.Connection, legacy: list[store.AuditRow]
+) -> dict[str, str]:
+    """Migrations up to 006, then `legacy` inserted as the trace sink wrote rows before 007, then 007.
+    Returns the migrations by name."""
+    files = dict(migration_files())
+    names = sorted(files)
+    for name in names[: names.index("007_audit_chain.sql")]:
+        await conn.execute(files[name])
+    await conn.executemany(
+        """INSERT INTO audit.events (event_id, type, version, ticket_id, tenant_id, topic,
+           kafka_partition, kafka_offset, occurred_at, event)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        legacy,
+    )
+    await conn.execute(files["007_audit_chain.sql"])
+    return files
+
+
+async def migrate_after_007(conn: asyncpg.Connection, files: dict[str, str]) -> None:
+    names = sorted(files)
+    for name in names[names.index("007_audit_chain.sql") + 1 :]:
+        await conn.execute(files[name])
+
+
 async def test_rows_from_before_the_chain_are_sealed_in_order_then_extended(database_url: str) -> None:
-    """Migration 007 on a non-empty table: positions now, hashes when the trace sink starts."""
-    *earlier, (chain_name, chain_sql) = migration_files()
-    assert chain_name == "007_audit_chain.sql"
+    """Migrations 007 and 008 on a non-empty table: positions now, format-2 hashes when the trace
+    sink starts."""
     conn = await connect(database_url)
     try:
-        for _name, sql in earlier:
-            await conn.execute(sql)
         legacy = [ticket_row(n) for n in range(3)]
-        await conn.executemany(
-            """INSERT INTO audit.events (event_id, type, version, ticket_id, tenant_id, topic,
-               kafka_partition, kafka_offset, occurred_at, event)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-            legacy,
-        )
-        await conn.execute(chain_sql)
+        files = await migrate_around_legacy_rows(conn, legacy)
         positions = await conn.fetch("SELECT position FROM audit.events ORDER BY seq")
         assert [r["position"] for r in positions] == [1, 2, 3]
+        await migrate_after_007(conn, files)
         before = await verify(conn)
         assert [(p.kind, p.position) for p in before.problems] == [
             ("unsealed", 1),
@@ -243,10 +271,60 @@ async def test_rows_from_before_the_chain_are_sealed_in_order_then_extended(data
         after = await verify(conn)
         assert after.ok, after.problems
         assert after.events == 5
+        versions = await conn.fetch("SELECT chain_version FROM audit.events ORDER BY position")
+        assert [r["chain_version"] for r in versions] == [2] * 5  # sealed late, so purgeable
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await conn.execute("UPDATE audit.events SET hash = $1 WHERE position = 1", bytes(32))
     finally:
         await conn.close()
+
+
+async def test_rows_hashed_in_format_1_still_verify_with_the_old_formula(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A store sealed by the trace sink before 008: those rows keep format 1, and new ones are format 2."""
+    conn = await connect(database_url)
+    try:
+        files = await migrate_around_legacy_rows(conn, [ticket_row(n) for n in range(3)])
+        prev = GENESIS
+        for row in await conn.fetch("SELECT * FROM audit.events ORDER BY position"):
+            # What the trace sink of 007 did: seal with the format-1 formula over the whole event.
+            record = chain_record(
+                row["position"],
+                row["topic"],
+                row["kafka_partition"],
+                row["kafka_offset"],
+                row["recorded_at"],
+                row["event"],
+            )
+            link = link_hash(prev, record)
+            await conn.execute(
+                "UPDATE audit.events SET prev_hash = $1, hash = $2 WHERE position = $3",
+                prev,
+                link,
+                row["position"],
+            )
+            prev = link
+        await migrate_after_007(conn, files)
+    finally:
+        await conn.close()
+
+    async with open_audit(database_url, tmp_path) as audit:
+        await audit.append([ticket_row(n) for n in range(3, 5)])
+        assert [r["chain_version"] for r in await audit.rows()] == [1, 1, 1, 2, 2]
+        assert (await audit.verify()).ok
+        # Format 1 hashes the event itself: it can never lose it, even through the retention path.
+        async with audit.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL agentbus.audit_purge = 'on'")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute("UPDATE audit.events SET event = NULL WHERE position = 2")
+        await audit.tamper(
+            """UPDATE audit.events SET event = jsonb_set(event, '{payload,order_id}', '"ORD-9"')
+               WHERE position = 2"""
+        )
+        report = await audit.verify()
+        assert [(p.kind, p.position) for p in report.problems] == [("modified", 2)]
+        assert "does not match its hash" in report.problems[0].detail
 
 
 # ---- tampering ------------------------------------------------------------------------------------------
@@ -300,13 +378,13 @@ async def test_a_rewritten_row_with_a_recomputed_hash_breaks_the_next_link(audit
     stored = await chain_of_ten(audit)
     row = stored[3]
     event = {**row["event"], "tenant_id": "globex"}
-    forged = link_hash(
-        row["prev_hash"],
-        chain_record(4, row["topic"], row["kafka_partition"], row["kafka_offset"], row["recorded_at"], event),
-    )
+    digest = event_digest(event)
+    forged = link_hash(row["prev_hash"], row_header({**row, "tenant_id": "globex"}, digest))
     await audit.tamper(
-        "UPDATE audit.events SET event = $1::jsonb, tenant_id = 'globex', hash = $2 WHERE position = 4",
+        """UPDATE audit.events SET event = $1::jsonb, tenant_id = 'globex', event_digest = $2, hash = $3
+           WHERE position = 4""",
         orjson.dumps(event).decode(),
+        digest,
         forged,
     )
     report = await audit.verify()
@@ -323,25 +401,18 @@ async def test_history_rewritten_consistently_is_caught_by_the_signed_checkpoint
         event = row["event"]
         if row["position"] == 4:
             event = {**event, "payload": {**event["payload"], "order_id": "ORD-9999"}}
-        digest = link_hash(
-            prev,
-            chain_record(
-                row["position"],
-                row["topic"],
-                row["kafka_partition"],
-                row["kafka_offset"],
-                row["recorded_at"],
-                event,
-            ),
-        )
+        digest = event_digest(event)
+        link = link_hash(prev, row_header(row, digest))
         await audit.tamper(
-            "UPDATE audit.events SET event = $1::jsonb, prev_hash = $2, hash = $3 WHERE position = $4",
+            """UPDATE audit.events SET event = $1::jsonb, event_digest = $2, prev_hash = $3, hash = $4
+               WHERE position = $5""",
             orjson.dumps(event).decode(),
-            prev,
             digest,
+            prev,
+            link,
             row["position"],
         )
-        prev = digest
+        prev = link
 
     assert (await audit.verify(checkpoints=False)).ok  # the chain alone cannot tell
     report = await audit.verify()

@@ -1,14 +1,15 @@
 """`agentbus audit verify`: recompute the audit store's hash chain and check it against the signed
-checkpoints; exit 0 when intact, 1 naming the first broken link, 2 when it cannot check. And
-`agentbus export`: the audit rows of a time window as NDJSON for a SIEM."""
+checkpoints; exit 0 when intact, 1 naming the first broken link, 2 when it cannot check. `agentbus audit
+retention` (cli/retention.py). And `agentbus export`: the audit rows of a time window for a SIEM, as
+NDJSON or OTLP logs."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import IO, Annotated, Any
 
 import orjson
 import typer
@@ -16,16 +17,20 @@ from agentbus.shared.audit import VerifyReport, verify
 from agentbus.shared.capabilities import load_verify_keys
 from agentbus.shared.db import connect
 
+from . import otlp
+from .audit_inputs import database_url as resolve_database_url
+from .audit_inputs import parse_time
 from .options import DEFAULT_STATE, StateDir, fail
-from .runtime import RuntimeInfo
+from .retention import retention_cmd
 from .stack import audit_paths
 
-app = typer.Typer(help="Check the tamper-evident audit store.", no_args_is_help=True)
+app = typer.Typer(help="Check the tamper-evident audit store; apply retention.", no_args_is_help=True)
+app.command("retention")(retention_cmd)
 
 
 @app.callback()
 def audit() -> None:
-    """Check the tamper-evident audit store."""
+    """Check the tamper-evident audit store; apply retention."""
 
 
 @app.command("verify")
@@ -56,16 +61,11 @@ def verify_cmd(
         checkpoints = default_checkpoints
     if checkpoints is not None and not checkpoints.exists():
         fail(f"{checkpoints}: no such checkpoint file or directory")
-    if not database_url:
-        info = RuntimeInfo.load(state_dir / "runtime.json")
-        database_url = info.database_url if info else None
-    if not database_url:
-        fail("no database: start the stack with `agentbus up`, or set DATABASE_URL (or --database-url)")
+    url = resolve_database_url(database_url, state_dir)
     public_keys = load_verify_keys(keys or default_keys, None)
 
     async def run() -> VerifyReport:
-        assert database_url
-        conn = await connect(database_url)
+        conn = await connect(url)
         try:
             return await verify(conn, checkpoints, public_keys)
         finally:
@@ -89,9 +89,10 @@ def render(report: VerifyReport, checkpoints: Path | None) -> str:
         anchors = "no checkpoints given (--checkpoints): a truncated tail cannot be detected"
     else:
         anchors = f"no validly signed checkpoints in {checkpoints}: a truncated tail cannot be detected"
+    purged = f" ({report.purged} purged by retention, checked by digest)" if report.purged else ""
     if report.ok:
         head = report.head.hash.hex()[:16] if report.head else "-"
-        return f"chain OK: {report.events} events, head {head}\n{anchors}"
+        return f"chain OK: {report.events} events{purged}, head {head}\n{anchors}"
     first = report.first
     assert first is not None
     lines = [f"chain BROKEN: first bad link at {first}"]
@@ -103,22 +104,14 @@ def render(report: VerifyReport, checkpoints: Path | None) -> str:
 
 
 EXPORT = """
-SELECT position, hash, prev_hash, topic, kafka_partition, kafka_offset, recorded_at, event
+SELECT position, hash, prev_hash, chain_version, event_digest, event_id, type, version, ticket_id,
+       tenant_id, topic, kafka_partition, kafka_offset, occurred_at, recorded_at, event
 FROM audit.events
 WHERE occurred_at >= $1 AND ($2::timestamptz IS NULL OR occurred_at < $2)
   AND ($3::text IS NULL OR tenant_id = $3)
 ORDER BY position
 """
-
-
-def parse_time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{option} {value!r}: expected an ISO 8601 time such as 2026-11-21 or 2026-11-21T09:30:00Z")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+FORMATS = ("ndjson", "otlp")
 
 
 def export_cmd(
@@ -126,48 +119,122 @@ def export_cmd(
     until: Annotated[str | None, typer.Option(help="…and before this one (default: now)")] = None,
     tenant: Annotated[str | None, typer.Option(help="only this tenant's events")] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="ndjson: one audit row per line, in chain order")
+        str,
+        typer.Option(
+            "--format",
+            help="ndjson: one audit row per line; otlp: OTLP/JSON ExportLogsServiceRequest lines "
+            f"({otlp.BATCH} log records each)",
+        ),
     ] = "ndjson",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write to this file (default: stdout)")
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="POST the records as OTLP logs (OTLP/HTTP, protobuf) to this collector, e.g. "
+            "http://localhost:4318 (/v1/logs is added to a URL without a path)"
+        ),
+    ] = None,
     database_url: Annotated[
         str | None, typer.Option(envvar="DATABASE_URL", help="default: the running stack's database")
     ] = None,
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
-    """Export audit rows for a SIEM, one JSON object per line: chain position, hash and previous hash
-    (so the receiver can check the links), Kafka topic, partition and offset, and the event."""
-    if output_format != "ndjson":
-        fail(f"--format {output_format!r}: only ndjson is supported")
+    """Export audit rows for a SIEM, in chain order, each with its chain position, hash and previous
+    hash (so the receiver can check the links), Kafka topic, partition and offset, and the event. A row
+    whose event retention purged comes with its event digest and no event."""
+    if output_format not in FORMATS:
+        fail(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    endpoint = None
+    if otlp_endpoint is not None:
+        endpoint = otlp.logs_endpoint(otlp_endpoint)
+        if endpoint is None:
+            fail(f"--otlp-endpoint {otlp_endpoint!r}: expected an http:// or https:// URL of a collector")
+        if output is not None:
+            fail("--otlp-endpoint sends the records to the collector; leave out --output")
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    if not database_url:
-        info = RuntimeInfo.load(state_dir / "runtime.json")
-        database_url = info.database_url if info else None
-    if not database_url:
-        fail("no database: start the stack with `agentbus up`, or set DATABASE_URL (or --database-url)")
-    out = sys.stdout.buffer
+    url = resolve_database_url(database_url, state_dir)
+    try:
+        out: IO[bytes] = output.open("wb") if output is not None else sys.stdout.buffer
+    except OSError as exc:
+        fail(f"--output {output}: cannot write it ({exc.strerror or exc})")
+    collector = otlp.Collector(endpoint) if endpoint else None
+    write = batch_writer(output_format, out, collector)
 
     async def run() -> int:
-        assert database_url
-        conn = await connect(database_url)
-        count = 0
+        conn = await connect(url)
+        count, batch = 0, []
         try:
             async with conn.transaction():  # a cursor streams rows instead of loading the window
-                async for row in conn.cursor(EXPORT, start, end, tenant, prefetch=500):
-                    line = {
-                        "position": row["position"],
-                        "hash": row["hash"].hex() if row["hash"] else None,
-                        "prev_hash": row["prev_hash"].hex() if row["prev_hash"] else None,
-                        "topic": row["topic"],
-                        "partition": row["kafka_partition"],
-                        "offset": row["kafka_offset"],
-                        "recorded_at": row["recorded_at"],
-                        "event": row["event"],
-                    }
-                    out.write(orjson.dumps(line) + b"\n")
-                    count += 1
+                async for row in conn.cursor(EXPORT, start, end, tenant, prefetch=otlp.BATCH):
+                    batch.append(row)
+                    if len(batch) == otlp.BATCH:
+                        await asyncio.to_thread(write, batch)
+                        count, batch = count + len(batch), []
+            if batch:
+                await asyncio.to_thread(write, batch)
+                count += len(batch)
         finally:
             await conn.close()
         return count
 
-    count = asyncio.run(run())
-    out.flush()
-    typer.echo(f"exported {count} events", err=True)
+    try:
+        count = asyncio.run(run())
+    except ExportRefused as exc:
+        typer.secho(
+            f"error: the collector at {exc} did not accept the export (see the exporter's log above);"
+            " records up to the failed batch were sent",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    finally:
+        if collector is not None:
+            collector.close()
+        if output is not None:
+            out.close()
+        else:
+            out.flush()
+    where = f" to {endpoint}" if endpoint else f" to {output}" if output else ""
+    typer.echo(f"exported {count} events{where}", err=True)
+
+
+class ExportRefused(Exception):
+    """The collector did not take a batch."""
+
+
+def batch_writer(
+    output_format: str, out: IO[bytes], collector: otlp.Collector | None
+) -> Callable[[list[Any]], None]:
+    """What export does with each batch of rows: POST it to the collector, or write its lines."""
+
+    def post(batch: list[Any]) -> None:
+        assert collector is not None
+        if not collector.send([otlp.log_record(row) for row in batch]):
+            raise ExportRefused(collector.endpoint)
+
+    def otlp_json(batch: list[Any]) -> None:
+        out.write(otlp.json_line([otlp.log_record(row) for row in batch]))
+
+    def ndjson(batch: list[Any]) -> None:
+        out.writelines(orjson.dumps(ndjson_line(row)) + b"\n" for row in batch)
+
+    if collector is not None:
+        return post
+    return otlp_json if output_format == "otlp" else ndjson
+
+
+def ndjson_line(row: Any) -> dict[str, Any]:
+    return {
+        "position": row["position"],
+        "hash": row["hash"].hex() if row["hash"] else None,
+        "prev_hash": row["prev_hash"].hex() if row["prev_hash"] else None,
+        "chain_version": row["chain_version"],
+        "event_digest": row["event_digest"].hex() if row["event_digest"] else None,
+        "topic": row["topic"],
+        "partition": row["kafka_partition"],
+        "offset": row["kafka_offset"],
+        "recorded_at": row["recorded_at"],
+        "event": row["event"],
+    }

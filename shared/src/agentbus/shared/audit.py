@@ -1,10 +1,12 @@
 """Tamper-evident audit chain: canonical bytes, link hashes, signed head checkpoints, and `verify`.
 
 Row n of audit.events has hash_n = SHA-256(hash_{n-1} || canonical_bytes(record_n)), with hash_0 = 32 zero
-bytes. record_n holds the row's position, Kafka coordinates, recorded_at and the event itself. The
-trace sink writes rows and signs the head (position, hash) with Ed25519 into checkpoint files
-outside the database. `verify` recomputes the chain from the rows it reads back and checks it
-against those checkpoints.
+bytes. In chain format 2 (migration 008) record_n is the row's header: position, Kafka coordinates,
+recorded_at, the envelope columns and the SHA-256 of the canonical event, stored as event_digest.
+Retention can then drop an expired event's body and the link still verifies. Format 1 rows (written
+before 008) hash the event itself and keep it forever. The trace sink writes rows and signs the head
+(position, hash) with Ed25519 into checkpoint files outside the database. `verify` recomputes the
+chain from the rows it reads back and checks it against those checkpoints and the retention records.
 """
 
 from __future__ import annotations
@@ -139,6 +141,67 @@ def link_hash(prev_hash: bytes, record: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(prev_hash + canonical_bytes(record)).digest()
 
 
+CHAIN_VERSION = 2  # what the trace sink writes; format 1 is chain_record above
+RETENTION_TYPE = "audit.retention"  # the chain row a retention run writes for each tenant it purges
+
+
+def event_digest(event: Any) -> bytes:
+    """SHA-256 of the canonical event: what a format-2 link covers instead of the event."""
+    return hashlib.sha256(canonical_bytes(event)).digest()
+
+
+def chain_header(
+    *,
+    position: int,
+    topic: str,
+    kafka_partition: int,
+    kafka_offset: int,
+    recorded_at: datetime,
+    event_id: str,
+    event_type: str,
+    event_version: int,
+    ticket_id: str | None,
+    tenant_id: str | None,
+    occurred_at: datetime,
+    digest: bytes,
+) -> dict[str, Any]:
+    """What a format-2 row's hash covers besides the previous hash. The columns are in it, so a purged
+    row (no event left to compare them with) still cannot be moved to another tenant or ticket."""
+    return {
+        "chain_version": 2,
+        "position": position,
+        "topic": topic,
+        "kafka_partition": kafka_partition,
+        "kafka_offset": kafka_offset,
+        "recorded_at": instant(recorded_at),
+        "event_id": event_id,
+        "type": event_type,
+        "version": event_version,
+        "ticket_id": ticket_id,
+        "tenant_id": tenant_id,
+        "occurred_at": instant(occurred_at),
+        "event_digest": digest.hex(),
+    }
+
+
+def row_header(row: Mapping[str, Any], digest: bytes) -> dict[str, Any]:
+    """chain_header of a row read back from audit.events."""
+    return chain_header(
+        position=row["position"],
+        topic=row["topic"],
+        kafka_partition=row["kafka_partition"],
+        kafka_offset=row["kafka_offset"],
+        recorded_at=row["recorded_at"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        event_version=row["version"],
+        ticket_id=row["ticket_id"],
+        tenant_id=row["tenant_id"],
+        occurred_at=row["occurred_at"],
+        digest=digest,
+    )
+
+
 @dataclass(frozen=True)
 class ChainHead:
     position: int
@@ -227,6 +290,7 @@ def _checkpoint(raw: bytes, keys: Mapping[str, Ed25519PublicKey], source: str) -
 
 Kind = Literal[
     "modified",  # the row's content no longer matches its hash (or its columns disagree with the event)
+    "purged",  # the event was removed, and no retention record covers it
     "deleted",  # positions are missing
     "relinked",  # prev_hash is not the previous row's hash: that row was rewritten or replaced
     "unsealed",  # a row from before the chain that the trace sink has not hashed yet
@@ -257,6 +321,7 @@ class VerifyReport:
     latest_checkpoint: Checkpoint | None = None
     problems: list[Problem] = field(default_factory=list)
     more_problems: int = 0  # found beyond the ones kept
+    purged: int = 0  # rows whose event retention removed, checked through their digest
 
     @property
     def ok(self) -> bool:
@@ -289,14 +354,28 @@ class VerifyReport:
                 for p in self.problems
             ],
             "more_problems": self.more_problems,
+            "purged": self.purged,
         }
 
 
 CHAIN_QUERY = """
 SELECT position, prev_hash, hash, event_id, type, version, ticket_id, tenant_id, topic,
-       kafka_partition, kafka_offset, occurred_at, recorded_at, event
+       kafka_partition, kafka_offset, occurred_at, recorded_at, event, chain_version, event_digest
 FROM audit.events ORDER BY position
 """
+RETENTION_QUERY = """
+SELECT position, tenant_id, event #>> '{payload,cutoff}' AS cutoff
+FROM audit.events WHERE type = $1 AND event IS NOT NULL
+"""
+
+
+@dataclass(frozen=True)
+class RetentionMark:
+    """A retention record: rows of `tenant` recorded before `cutoff`, earlier in the chain, may be purged."""
+
+    position: int
+    tenant: str
+    cutoff: datetime
 
 
 async def verify(
@@ -307,7 +386,8 @@ async def verify(
     max_problems: int = 100,
 ) -> VerifyReport:
     """Walk the chain in position order, recomputing every hash, then hold it against the signed
-    checkpoints (a file or directory; `keys` are the public keys by key id)."""
+    checkpoints (a file or directory; `keys` are the public keys by key id). A row whose event was
+    purged is checked through its digest and must be covered by a retention record."""
     report = VerifyReport()
     chain_problems: list[Problem] = []
 
@@ -332,6 +412,8 @@ async def verify(
     expected = 1
     last_event_id: str | None = None
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        # Read in the walk's snapshot. Each record is itself a chain row, so the walk checks it too.
+        marks = [m for r in await conn.fetch(RETENTION_QUERY, RETENTION_TYPE) if (m := _mark(r))]
         async for row in conn.cursor(CHAIN_QUERY, prefetch=1000):
             report.events += 1
             position, event_id = row["position"], row["event_id"]
@@ -362,25 +444,10 @@ async def verify(
                     )
                 )
             if row["hash"] is not None:
-                record = chain_record(
-                    position,
-                    row["topic"],
-                    row["kafka_partition"],
-                    row["kafka_offset"],
-                    row["recorded_at"],
-                    event,
-                )
-                if link_hash(row["prev_hash"] or b"", record) != row["hash"]:
-                    found(
-                        Problem(
-                            "modified",
-                            position,
-                            event_id,
-                            "the row's content does not match its hash: it was modified after it was written",
-                        )
-                    )
-                elif disagreement := _column_disagreement(row, event):
-                    found(Problem("modified", position, event_id, disagreement))
+                if problem := _content_problem(row, event, marks):
+                    found(problem)
+                elif event is None:
+                    report.purged += 1
             for anchor in by_position.pop(position, []):
                 if anchor.hash != row["hash"]:
                     found(
@@ -410,6 +477,68 @@ async def verify(
         )
     report.problems = chain_problems + bad_anchors
     return report
+
+
+MODIFIED = "it was modified after it was written"
+
+
+def _content_problem(row: Mapping[str, Any], event: Any, marks: list[RetentionMark]) -> Problem | None:
+    """What is wrong with a sealed row's own content, given the retention records of the chain."""
+    position, event_id = row["position"], row["event_id"]
+
+    def modified(detail: str) -> Problem:
+        return Problem("modified", position, event_id, detail)
+
+    prev, version, digest = row["prev_hash"] or b"", row["chain_version"], row["event_digest"]
+    if version == 1:
+        if event is None:
+            return modified(f"a format-1 row lost its event, which its hash covers: {MODIFIED}")
+        record = chain_record(
+            position, row["topic"], row["kafka_partition"], row["kafka_offset"], row["recorded_at"], event
+        )
+        if link_hash(prev, record) != row["hash"]:
+            return modified(f"the row's content does not match its hash: {MODIFIED}")
+    elif version != CHAIN_VERSION or digest is None:
+        return modified(f"chain format {version} with event digest {digest!r}: {MODIFIED}")
+    elif event is not None and event_digest(event) != digest:
+        return modified(f"the event does not match its digest: {MODIFIED}")
+    # The columns are checked against the event first: that names the column that changed.
+    if event is not None and (disagreement := _column_disagreement(row, event)):
+        return modified(disagreement)
+    if version == CHAIN_VERSION and link_hash(prev, row_header(row, digest)) != row["hash"]:
+        return modified(f"the row's columns do not match its hash: {MODIFIED}")
+    return _purge_problem(row, marks) if event is None else None
+
+
+def _purge_problem(row: Mapping[str, Any], marks: list[RetentionMark]) -> Problem | None:
+    """None when a later retention record of the row's tenant has a cutoff after the row was recorded."""
+    if row["type"] == RETENTION_TYPE:
+        return Problem(
+            "purged",
+            row["position"],
+            row["event_id"],
+            "a retention record lost its body; retention keeps them",
+        )
+    tenant, recorded_at = row["tenant_id"], row["recorded_at"]
+    if any(m.tenant == tenant and m.position > row["position"] and recorded_at < m.cutoff for m in marks):
+        return None
+    return Problem(
+        "purged",
+        row["position"],
+        row["event_id"],
+        f"the event was removed, but no retention record of tenant {tenant!r} has a cutoff after its "
+        f"recorded_at {instant(recorded_at)}: it was purged outside `agentbus audit retention`",
+    )
+
+
+def _mark(row: Mapping[str, Any]) -> RetentionMark | None:
+    try:
+        cutoff = datetime.fromisoformat(row["cutoff"])
+    except (TypeError, ValueError):
+        return None  # covers nothing; the walk still checks the record row itself
+    if cutoff.tzinfo is None or row["tenant_id"] is None:
+        return None
+    return RetentionMark(row["position"], row["tenant_id"], cutoff)
 
 
 def _column_disagreement(row: Mapping[str, Any], event: Any) -> str | None:
