@@ -26,7 +26,7 @@ from .runtime import RuntimeInfo
 
 WINDOW = """
 SELECT event_id, ticket_id, tenant_id, occurred_at FROM audit.events
-WHERE type = 'action.decided'
+WHERE type = 'action.decided' AND event IS NOT NULL  -- NULL: purged by retention
   AND ($1::timestamptz IS NULL OR occurred_at >= $1) AND ($2::timestamptz IS NULL OR occurred_at < $2)
   AND ($3::text[] IS NULL OR ticket_id = ANY($3)) AND ($4::text IS NULL OR tenant_id = $4)
 """
@@ -34,7 +34,7 @@ WHERE type = 'action.decided'
 # every decision of its tenants since the start of the day (budgets, rate windows).
 HISTORY = """
 SELECT event FROM audit.events
-WHERE type IN ('action.decided', 'action.executed', 'approval.decided')
+WHERE type IN ('action.decided', 'action.executed', 'approval.decided') AND event IS NOT NULL
   AND (ticket_id = ANY($1::text[])
        OR (tenant_id = ANY($2::text[]) AND occurred_at >= $3 AND occurred_at <= $4))
 ORDER BY occurred_at, position
