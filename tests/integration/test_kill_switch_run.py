@@ -9,7 +9,7 @@ from agentbus.cli import killbench
 
 pytestmark = pytest.mark.integration
 
-TICKETS = 150
+TICKETS = 60
 
 
 async def test_kill_switch_halts_a_run_and_resume_completes_it(
