@@ -33,6 +33,7 @@ SERVICES: dict[str, list[str]] = {
 SERVICES["escalation"] = [sys.executable, "-m", "agentbus.escalation"]
 SERVICES["trace-sink"] = [sys.executable, "-m", "faststream", "run", "agentbus.trace_sink.app:app"]
 SERVICES["console"] = [sys.executable, "-m", "agentbus.console"]
+SERVICES["reconciler"] = [sys.executable, "-m", "agentbus.reconciler"]
 
 
 def free_port() -> int:
@@ -89,6 +90,15 @@ class EmbeddedBroker:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self) -> None:
+        """Kill and start again on the same port, empty: Tansu keeps nothing in memory across a
+        restart, so this is a broker that crashed and lost every topic, record and committed offset."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()  # a crash: no time to answer what is in flight
+            self.proc.wait(5)
+        self.start()
 
 
 class EmbeddedPostgres:

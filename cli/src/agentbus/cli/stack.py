@@ -21,6 +21,9 @@ from .runtime import SERVICES, EmbeddedBroker, EmbeddedPostgres, Supervisor, fre
 EMBEDDED_BROKER_ENV = {
     "AGENTBUS_CONSUMER_SESSION_TIMEOUT_MS": "3000",
     "AGENTBUS_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+    # A restarted Tansu recreates a topic on the first metadata request, with its own partition
+    # count; consumers must see that soon, or a partition they were not assigned goes unread.
+    "AGENTBUS_KAFKA_METADATA_MAX_AGE_MS": "5000",
 }
 
 

@@ -33,6 +33,7 @@ from .events import (
     Switch,
     decode,
 )
+from .lost_log import LostLogGuard
 from .serialization import dumps
 from .settings import Settings
 from .telemetry import setup_tracing
@@ -98,6 +99,9 @@ class Bus:
             middlewares=[KafkaTelemetryMiddleware(tracer_provider=provider)],
             # Topics are created by `agentbus up` / deployment, never by a typo in a consumer.
             allow_auto_create_topics=False,
+            # How soon a changed partition count is seen (consumers rebalance onto it), and how often
+            # consumers check for a lost log (lost_log.py).
+            metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             logger=logging.getLogger(f"agentbus.{settings.service}"),
         )
         self._attempts: dict[tuple[str, int, int], int] = {}
@@ -194,11 +198,14 @@ class Bus:
 
     def subscribe(self, spec: TopicSpec, handler: Handler, **options: Any) -> None:
         """Consume `spec` one event at a time: decode → handler → publish outputs → commit."""
+        guard = LostLogGuard(self.settings.kafka_metadata_max_age_ms / 1000)
         subscriber = self.broker.subscriber(
             self.topic(spec),
             group_id=self.group(spec),
+            listener=guard,
             **{**self._consumer_options(), **options},
         )
+        guard.consumer_of = lambda: subscriber.consumer
         self._subscribers.append((spec.name, subscriber))
 
         @subscriber
@@ -218,14 +225,17 @@ class Bus:
         A failing batch is retried (seek back) with capped backoff and never dead-lettered: this is
         for sinks such as the audit store, which must not drop anything.
         """
+        guard = LostLogGuard(self.settings.kafka_metadata_max_age_ms / 1000)
         subscriber = self.broker.subscriber(
             *(self.topic(s) for s in specs),
             group_id=f"{self.settings.topic_prefix}agentbus.{group}",
             batch=True,
             max_records=max_records,
             batch_timeout_ms=50,
+            listener=guard,
             **self._consumer_options(),
         )
+        guard.consumer_of = lambda: subscriber.consumer
         failures = 0
 
         @subscriber
@@ -247,7 +257,8 @@ class Bus:
         record: ConsumerRecord[Any, Any] = msg.raw_message
         key = (record.topic, record.partition, record.offset)
         target = header(record, REDRIVE_FOR_HEADER)
-        if target is not None and target != self.service:
+        # A re-drive for `executor` is for every executor-<group> process.
+        if target is not None and target != self.service and not self.service.startswith(f"{target}-"):
             await msg.ack()  # a re-drive aimed at another stage
             return
         if (switch := self.switches.halting(spec_name(record.topic, self.settings.topic_prefix))) is not None:

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # A broker that lost its topics (the embedded one, restarted) recreates each on the first metadata
+    # request, with its own partition count; consumers see the change and rebalance after this long,
+    # and check as often whether their position lies past the end of a lost log.
+    kafka_metadata_max_age_ms: int = 300_000
     # Tansu answers a fetch only when the wait expires; real Kafka answers at once.
     fetch_max_wait_ms: int = 5
     # Tansu answers JoinGroup only after half the session timeout, so the embedded stack sets a
@@ -86,6 +90,12 @@ class Settings(BaseSettings):
     approval_ttl_s: float = 3600.0
     # How often escalation expires overdue approvals and republishes decided-but-unpublished ones.
     approval_sweep_interval_s: float = 5.0
+
+    # Reconciler: a ticket neither settled nor moved for reconcile_after_s has its last step re-driven
+    # from the audit store, at most reconcile_max_attempts times (each wait twice the one before).
+    reconcile_after_s: float = 60.0
+    reconcile_interval_s: float = 5.0
+    reconcile_max_attempts: int = 5
 
     def identities_path(self) -> Path:
         return self.identities_file or self.policies_dir / "identities.toml"

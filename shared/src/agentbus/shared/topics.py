@@ -62,5 +62,7 @@ SERVICE_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] =
         (APPROVALS_DECIDED, TASKS_FINISHED, DEADLETTER),
     ),
     "trace-sink": (ALL_TOPICS, ()),
+    # Consumes nothing (it reads the audit store); re-drives stalled tickets' events to their topics.
+    "reconciler": ((), tuple(t for t in ALL_TOPICS if t not in (CONTROL, DEADLETTER))),
     "console": (ALL_TOPICS, (CONTROL,)),
 }

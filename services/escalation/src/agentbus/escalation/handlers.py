@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentbus.shared.answers import answer
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     ActionDecidedV1,
@@ -45,7 +46,7 @@ class EscalationHandlers:
         outcome = TaskOutcome(
             outcome="escalated", summary=request.summary, handoff_id=hid, usage=request.usage
         )
-        return [event.answer(TaskFinishedV2, outcome, self.bus.producer)]
+        return [answer(event, TaskFinishedV2, outcome, self.bus.producer)]
 
     async def on_action_decided(self, event: Event) -> Sequence[Event]:
         assert isinstance(event, ActionDecidedV1) and event.ticket_id

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from agentbus.shared.answers import answer_id
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import CapabilityError, Verifier
 from agentbus.shared.control import describe
@@ -72,8 +73,9 @@ class ExecutorHandlers:
             if not await self.ledger.use_capability(claims.jti, proposal.action_id, event.event_id):
                 raise CapabilityError("capability already used by another decision event (replay)")
         except CapabilityError as exc:
-            # Refused, and said so: the trace shows the attempt; nothing touches a system of record.
-            return [self._executed(event, proposal, "refused", {}, str(exc), started)]
+            if not await self._accepted_before(event, proposal):
+                # Refused, and said so: the trace shows the attempt; nothing touches a system of record.
+                return [self._executed(event, proposal, "refused", {}, str(exc), started)]
 
         key = proposal.idempotency_key
         effect = await self.ledger.claim(key, proposal.action_id, proposal.tool)
@@ -90,6 +92,18 @@ class ExecutorHandlers:
         await self.ledger.settle(key, outcome.status, outcome.result, outcome.error)
         status = "succeeded" if outcome.status == "succeeded" else "failed"
         return [self._executed(event, proposal, status, outcome.result, outcome.error, started)]
+
+    async def _accepted_before(self, event: ActionDecidedV1, proposal: Proposal) -> bool:
+        """This very decision event used its capability here before and is back after the capability
+        expired (a re-drive, a late redelivery): it is answered from the ledger like any redelivery.
+        The signature and the binding to this action must still hold; only the clock moved on."""
+        assert self.verifier is not None and self.ledger is not None
+        try:
+            # now=0: any moment before the expiry.
+            claims = self.verifier.verify(event.payload.capability, proposal, event.tenant_id, now=0.0)
+        except CapabilityError:
+            return False
+        return await self.ledger.capability_user(claims.jti) == event.event_id
 
     async def _call(self, proposal: Proposal) -> Outcome:
         spec = self.registry.get(proposal.tool)
@@ -135,4 +149,8 @@ class ExecutorHandlers:
             duplicate=duplicate,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
-        return cause.answer(ActionExecutedV1, execution, self.bus.producer)
+        # A redelivered decision gets the answer it got before (same event id). Refusals depend on the
+        # moment (a kill switch, the capability's expiry), so a refusal and a run never share an id.
+        kind = f"{ActionExecutedV1.TYPE}/{'refused' if status == 'refused' else 'ran'}"
+        event_id = answer_id(cause, self.bus.service, kind)
+        return cause.answer(ActionExecutedV1, execution, self.bus.producer, event_id=event_id)

@@ -26,6 +26,8 @@ class EffectLedger(Protocol):
 
     async def use_capability(self, jti: str, action_id: str, decision_event_id: str) -> bool: ...
 
+    async def capability_user(self, jti: str) -> str | None: ...
+
 
 class PgEffectLedger:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -75,3 +77,10 @@ class PgEffectLedger:
             decision_event_id,
         )
         return bool(first_event == decision_event_id)
+
+    async def capability_user(self, jti: str) -> str | None:
+        """The decision event that used this capability, if any (read only: nothing is claimed)."""
+        used_by: str | None = await self.pool.fetchval(
+            "SELECT decision_event_id FROM executor.capability_uses WHERE jti = $1", jti
+        )
+        return used_by

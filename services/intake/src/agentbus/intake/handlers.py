@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from agentbus.shared.answers import answer
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     EscalationRequest,
@@ -101,11 +102,12 @@ class Intake:
         envelope: dict[str, Any] = {}
         if calls:
             envelope = {"model": calls[0].model, "prompt_version": calls[0].prompt_version}
-        classified = event.answer(TaskClassifiedV2, task, self.bus.producer, **envelope)
+        classified = answer(event, TaskClassifiedV2, task, self.bus.producer, **envelope)
         if task.eligible:
             return [classified]
         reason = "out_of_scope" if task.workflow is None else "not_eligible"
-        escalation = classified.answer(
+        escalation = answer(
+            classified,
             EscalationRequestedV2,
             EscalationRequest(
                 reason=reason,

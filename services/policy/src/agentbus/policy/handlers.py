@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agentbus.shared.answers import answer
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import Signer
 from agentbus.shared.events import (
@@ -176,5 +177,5 @@ class PolicyHandlers:
             rule_ids=[UNKNOWN_WORKFLOW],
             reason=f"No policy bundle governs workflow {proposal.workflow!r}: nothing runs without one",
         )
-        fresh = cause.answer(ActionDecidedV1, decision, self.bus.producer, policy_version="none")
+        fresh = answer(cause, ActionDecidedV1, decision, self.bus.producer, policy_version="none")
         return fresh

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 import httpx
+from agentbus.shared.answers import answer
 from agentbus.shared.bus import Bus
 from agentbus.shared.events import (
     ActionExecutedV1,
@@ -45,7 +46,8 @@ class VerifierHandlers:
             ok, evidence = await CHECKS[check](self.pool, ex)
         else:
             check, ok, evidence = spec.check, False, {"error": f"no post-condition named {spec.check!r}"}
-        verified = event.answer(
+        verified = answer(
+            event,
             ActionVerifiedV1,
             Verification(
                 action_id=ex.action_id,
@@ -60,7 +62,8 @@ class VerifierHandlers:
         if ok:
             return [verified]
         reason = {"failed": "tool_failed", "refused": "action_refused"}.get(ex.status, "verification_failed")
-        escalation = verified.answer(
+        escalation = answer(
+            verified,
             EscalationRequestedV2,
             EscalationRequest(
                 reason=reason,

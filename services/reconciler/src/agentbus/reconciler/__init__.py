@@ -1,0 +1,1 @@
+"""agentbus reconciler service."""
