@@ -9,7 +9,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -17,12 +17,17 @@ from agentbus.shared.audit import VerifyReport, verify
 from agentbus.shared.capabilities import load_verify_keys
 from agentbus.shared.db import connect
 
-from . import otlp
 from .audit_inputs import database_url as resolve_database_url
 from .audit_inputs import parse_time
 from .options import DEFAULT_STATE, StateDir, fail
 from .retention import retention_cmd
 from .stack import audit_paths
+
+if TYPE_CHECKING:
+    from . import otlp
+
+# Records per OTLP request (the SDK's batch size); the exporter itself is imported only when used.
+OTLP_BATCH = 512
 
 app = typer.Typer(help="Check the tamper-evident audit store; apply retention.", no_args_is_help=True)
 app.command("retention")(retention_cmd)
@@ -123,7 +128,7 @@ def export_cmd(
         typer.Option(
             "--format",
             help="ndjson: one audit row per line; otlp: OTLP/JSON ExportLogsServiceRequest lines "
-            f"({otlp.BATCH} log records each)",
+            f"({OTLP_BATCH} log records each)",
         ),
     ] = "ndjson",
     output: Annotated[
@@ -146,6 +151,8 @@ def export_cmd(
     whose event retention purged comes with its event digest and no event."""
     if output_format not in FORMATS:
         fail(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    from . import otlp  # protobuf and the OTLP exporter: only for this command
+
     endpoint = None
     if otlp_endpoint is not None:
         endpoint = otlp.logs_endpoint(otlp_endpoint)
@@ -167,9 +174,9 @@ def export_cmd(
         count, batch = 0, []
         try:
             async with conn.transaction():  # a cursor streams rows instead of loading the window
-                async for row in conn.cursor(EXPORT, start, end, tenant, prefetch=otlp.BATCH):
+                async for row in conn.cursor(EXPORT, start, end, tenant, prefetch=OTLP_BATCH):
                     batch.append(row)
-                    if len(batch) == otlp.BATCH:
+                    if len(batch) == OTLP_BATCH:
                         await asyncio.to_thread(write, batch)
                         count, batch = count + len(batch), []
             if batch:
@@ -208,6 +215,7 @@ def batch_writer(
     output_format: str, out: IO[bytes], collector: otlp.Collector | None
 ) -> Callable[[list[Any]], None]:
     """What export does with each batch of rows: POST it to the collector, or write its lines."""
+    from . import otlp
 
     def post(batch: list[Any]) -> None:
         assert collector is not None

@@ -20,10 +20,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from .audit import OTLP_BATCH
+
 # Resource.create also takes OTEL_RESOURCE_ATTRIBUTES, so a deployment can add its own (e.g. env).
 RESOURCE = Resource.create({"service.name": "agentbus-audit"})
 SCOPE = InstrumentationScope("agentbus.audit.export", "1")
-BATCH = 512  # records per request (the SDK's batch size); one OTLP/JSON line holds one request
+BATCH = OTLP_BATCH  # records per request; one OTLP/JSON line holds one request
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _INT64 = range(-(2**63), 2**63)

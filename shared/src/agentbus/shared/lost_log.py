@@ -2,8 +2,9 @@
 
 An in-memory broker (the embedded Tansu) that restarts comes back empty. Consumers still hold positions
 in the old log, and commit them to the new one; they would skip every record of the new log below
-that offset. Kafka never puts a position past the end of a log, so such a partition is read again
-from its start: its records are all new to the group, and every consumer absorbs a redelivery anyway.
+that offset. A position stays past the end only when the log was lost, so a partition found there
+twice in a row, at the same offset, is read again from its start: its records are all new to the
+group, and every consumer absorbs a redelivery anyway.
 """
 
 from __future__ import annotations
@@ -20,28 +21,21 @@ log = logging.getLogger("agentbus.bus")
 
 
 class LostLogGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Checks on every assignment, then every `interval_s` while the consumer runs."""
+    """Watches the consumer's positions every `interval_s`, from its first assignment on."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
         # Set once the subscriber exists: returns its aiokafka consumer (None before it started).
         self.consumer_of: Callable[[], Any] = lambda: None
         self._watch: asyncio.Task[None] | None = None
+        self._past_end: dict[TopicPartition, int] = {}  # found past the end once, at this offset
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         return None
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        consumer = self.consumer_of()
-        if consumer is None:
-            return
-        if self._watch is None:
+        if self._watch is None and self.consumer_of() is not None:
             self._watch = asyncio.create_task(self._watch_positions(), name="lost-log-guard")
-        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
-        for tp in assigned:
-            committed = await consumer.committed(tp)
-            if committed is not None and committed > ends[tp]:
-                self._rewind(consumer, tp, committed, ends[tp])
 
     async def _watch_positions(self) -> None:
         while True:
@@ -50,12 +44,20 @@ class LostLogGuard(ConsumerRebalanceListener):  # type: ignore[misc]
             if consumer is None or getattr(consumer, "_closed", False):
                 return
             with contextlib.suppress(Exception):  # a check, never a reason to fail the consumer
-                assigned = list(consumer.assignment())
-                ends = await consumer.end_offsets(assigned) if assigned else {}
-                for tp in assigned:
-                    position = await asyncio.wait_for(consumer.position(tp), 2)
-                    if position > ends[tp]:
-                        self._rewind(consumer, tp, position, ends[tp])
+                await self.check(consumer)
+
+    async def check(self, consumer: Any) -> None:
+        assigned = list(consumer.assignment())
+        ends = await consumer.end_offsets(assigned) if assigned else {}
+        for tp in assigned:
+            position = await asyncio.wait_for(consumer.position(tp), 2)
+            if position <= ends[tp]:
+                self._past_end.pop(tp, None)
+            elif self._past_end.get(tp) != position:
+                self._past_end[tp] = position  # maybe a log end not yet updated: look again
+            else:
+                del self._past_end[tp]
+                self._rewind(consumer, tp, position, ends[tp])
 
     @staticmethod
     def _rewind(consumer: Any, tp: TopicPartition, offset: int, end: int) -> None:
