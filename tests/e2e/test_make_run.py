@@ -28,6 +28,9 @@ def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
     )
 
 
+STEP = re.compile(r"\s*\d+\.\s+\+[\d.]+ms\s+(?:\(\+(?P<latency>[\d.]+)\)\s+)?(?P<type>[a-z]+\.[a-z_]+)\s")
+
+
 def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     port = free_port()
@@ -74,7 +77,12 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
         assert trace.returncode == 0, trace.stderr
         lines = trace.stdout.splitlines()
         assert "status: resolved" in lines[0]
-        kinds = [line.split()[2] for line in lines[1:-1]]
+        # "  n.  +offset  (+since its cause)  type  producer …"; the first step answers nothing shown.
+        steps = [STEP.match(line) for line in lines[1:-1]]
+        assert all(steps), lines
+        kinds = [m.group("type") for m in steps if m]
+        assert steps[0] and steps[0].group("latency") is None
+        assert all(m.group("latency") is not None for m in steps[1:] if m)
         assert kinds[:2] == ["ticket.received", "task.classified"]
         assert kinds[-1] == "task.finished"
         # The default run is offline: the deterministic planner and rule-based intake call no model.
