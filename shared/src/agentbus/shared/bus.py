@@ -261,7 +261,8 @@ class Bus:
         if target is not None and target != self.service and not self.service.startswith(f"{target}-"):
             await msg.ack()  # a re-drive aimed at another stage
             return
-        if (switch := self.switches.halting(spec_name(record.topic, self.settings.topic_prefix))) is not None:
+        switch = self.switches.halting(record.topic.removeprefix(self.settings.topic_prefix))
+        if switch is not None:
             log.info("holding %s@%s:%s: %s", *key, describe(switch))
             self._hold(msg.consumer, record)
             return
@@ -325,10 +326,6 @@ def message_key(event: Event) -> str | None:
     if isinstance(event, ControlSwitchV1):
         return switch_key(event.payload)
     return event.ticket_id
-
-
-def spec_name(topic: str, prefix: str) -> str:
-    return topic[len(prefix) :] if prefix and topic.startswith(prefix) else topic
 
 
 async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = None) -> list[str]:
