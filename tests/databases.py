@@ -34,3 +34,14 @@ async def drop_database(admin_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+async def tamper_as_superuser(url: str, sql: str, *args: object) -> None:
+    """Run `sql` as a superuser who switches the append-only triggers off for the session: what an
+    attacker with the database's keys can do, and what the audit chain must expose."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()

@@ -41,7 +41,7 @@ from agentbus.trace_sink import store
 from agentbus.trace_sink.checkpoints import Checkpointer
 from agentbus.trace_sink.sink import to_row
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from databases import SERVER_URL
+from databases import SERVER_URL, tamper_as_superuser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -97,13 +97,7 @@ class Audit:
             await conn.close()
 
     async def tamper(self, sql: str, *args: Any) -> None:
-        """As a superuser who switches the append-only triggers off for the session."""
-        conn = await connect(self.url)
-        try:
-            await conn.execute("SET session_replication_role = replica")
-            await conn.execute(sql, *args)
-        finally:
-            await conn.close()
+        await tamper_as_superuser(self.url, sql, *args)
 
     async def rows(self) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT * FROM audit.events ORDER BY position")
@@ -607,12 +601,7 @@ async def test_the_stack_trace_sink_signs_checkpoints_that_the_cli_verifies(
         assert ok.exit_code == 0, ok.output
         assert "chain OK: 5 events" in ok.output
 
-        conn = await connect(server_database_url)
-        try:
-            await conn.execute("SET session_replication_role = replica")
-            await conn.execute("DELETE FROM audit.events WHERE position = 5")
-        finally:
-            await conn.close()
+        await tamper_as_superuser(server_database_url, "DELETE FROM audit.events WHERE position = 5")
         cut = await asyncio.to_thread(run_cli, "--state-dir", str(tmp_path), env=env)
         assert cut.exit_code == 1, cut.output
         assert "first bad link at position 5: truncated" in cut.output

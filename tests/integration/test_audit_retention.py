@@ -24,6 +24,7 @@ from agentbus.shared.pii import PiiVault
 from agentbus.shared.retention import RetentionPolicy
 from agentbus.trace_sink import retention, store
 from agentbus.trace_sink.sink import to_row
+from databases import tamper_as_superuser
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -54,13 +55,7 @@ class Store:
             await conn.close()
 
     async def tamper(self, sql: str, *args: Any) -> None:
-        """As a superuser who switches the append-only triggers off for the session."""
-        conn = await connect(self.url)
-        try:
-            await conn.execute("SET session_replication_role = replica")
-            await conn.execute(sql, *args)
-        finally:
-            await conn.close()
+        await tamper_as_superuser(self.url, sql, *args)
 
     async def cli(self, *args: str) -> Any:
         argv = ["audit", *args, "--database-url", self.url, "--state-dir", str(self.state_dir)]
