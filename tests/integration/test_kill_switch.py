@@ -16,6 +16,7 @@ from agentbus.shared import topics
 from agentbus.shared.bus import Bus, ensure_topics
 from agentbus.shared.events import ControlSwitchV1, Event
 from agentbus.shared.serialization import dumps
+from aiokafka import AIOKafkaConsumer
 from test_bus import committed, produce, read_all, settings_for
 from typer.testing import CliRunner
 
@@ -149,3 +150,20 @@ async def test_cli_kill_resume_and_list(broker, topic_prefix, monkeypatch):
     assert listed.output.strip() == "[]"
     changes = await read_all(settings, topics.CONTROL, expect=2)
     assert [(e.payload.engaged, e.payload.actor) for e in changes][-1] == (False, "sre:kim")
+    # Keyed per switch, as the services publish them: compaction keeps each switch's latest change.
+    assert await control_keys(settings) == [b"tool:payments.issue_refund"] * 2
+
+
+async def control_keys(settings) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topics.topic_name(topics.CONTROL, settings.topic_prefix),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=5,
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=2000)
+        return [r.key for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()

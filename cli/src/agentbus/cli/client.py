@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentbus.shared import topics
-from agentbus.shared.bus import client_security_kwargs
+from agentbus.shared.bus import client_security_kwargs, message_key
 from agentbus.shared.db import connect
 from agentbus.shared.events import Event, Producer, TicketReceived, TicketReceivedV1
 from agentbus.shared.serialization import dumps
@@ -56,7 +56,8 @@ async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[st
         for item in items:
             if isinstance(item, Event):
                 spec = topics.TOPIC_FOR_TYPE[item.type]
-                key, value = item.ticket_id or "", dumps(item)
+                # As Bus.publish keys it: the ticket, or for a switch its compacted slot.
+                key, value = message_key(item) or "", dumps(item)
                 headers = [("type", item.type.encode()), ("version", str(item.version).encode())]
             else:
                 spec, (key, value), headers = topics.TICKETS_RECEIVED, item, []
