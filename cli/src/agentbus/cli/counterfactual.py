@@ -19,7 +19,7 @@ from agentbus.shared.db import connect
 from agentbus.shared.events import Event
 from agentbus.shared.events.registry import DecodeError, decode
 
-from .audit import parse_time
+from .audit_inputs import parse_time
 from .options import DEFAULT_STATE, StateDir, fail
 from .replay import app
 from .runtime import RuntimeInfo

@@ -18,7 +18,7 @@ from agentbus.shared.redrive import (
 )
 from agentbus.shared.settings import Settings
 
-from .audit import parse_time
+from .audit_inputs import parse_time
 from .options import DEFAULT_STATE, StateDir, connection, fail
 from .replay import app
 
