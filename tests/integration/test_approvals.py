@@ -148,26 +148,12 @@ def cli(*args: str, token: str | None, url: str, cwd: Path) -> subprocess.Comple
     )
 
 
-async def add_order(database_url: str, order_id: str, amount_cents: int) -> None:
-    conn = await connect(database_url)
-    try:
-        await conn.execute(
-            """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
-               VALUES ($1, 'acme', 'C-1', $2, 'USD', 'delivered')""",
-            order_id,
-            amount_cents,
-        )
-    finally:
-        await conn.close()
-
-
 async def test_approve_and_reject_with_the_cli(
     start_stack, broker, server_database_url, topic_prefix, tmp_path
 ):
     db = server_database_url
     async with start_stack(broker, db, topic_prefix, tmp_path / "stack", services=SERVICES) as stack:
-        await add_order(db, "ORD-7001", 3000)
-        await add_order(db, "ORD-7002", 4500)
+        await demo.add_orders(db, [demo.Order("ORD-7001", 3000), demo.Order("ORD-7002", 4500)])
         keep, refuse = await submit(stack, "ORD-7001"), await submit(stack, "ORD-7002")
         async with httpx.AsyncClient(base_url=stack.approvals_url, timeout=15) as http:
             keep_id = (await pending_approval(http, keep))["id"]

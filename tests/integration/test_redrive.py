@@ -17,12 +17,13 @@ from agentbus.executor.handlers import ExecutorHandlers
 from agentbus.executor.store import PgEffectLedger
 from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import Signer, Verifier
-from agentbus.shared.db import connect, create_pool, migrate
-from agentbus.shared.events import ActionDecidedV1, Decision, new_event_id
+from agentbus.shared.db import create_pool, migrate
+from agentbus.shared.events import new_event_id
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import FINAL, SETTLED
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from effects import audit_counts, diff, outcomes, snapshot
+from test_executor_capabilities import decided
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.integration
@@ -39,22 +40,12 @@ DENIED = [f"ORD-{3200 + n}" for n in range(8)]  # $80: escalated
 IN_TRANSIT = [f"ORD-{3300 + n}" for n in range(6)]  # escalated, not eligible
 
 
-async def add_orders(database_url: str) -> None:
-    rows = [
-        *((o, 500, "delivered") for o in AUTONOMOUS),
-        *((o, 4000, "delivered") for o in APPROVAL),
-        *((o, 8000, "delivered") for o in DENIED),
-        *((o, 1500, "in_transit") for o in IN_TRANSIT),
-    ]
-    conn = await connect(database_url)
-    try:
-        await conn.executemany(
-            """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
-               VALUES ($1, 'acme', 'C-1', $2, 'USD', $3)""",
-            rows,
-        )
-    finally:
-        await conn.close()
+ORDERS = [
+    *(demo.Order(o, 500) for o in AUTONOMOUS),
+    *(demo.Order(o, 4000) for o in APPROVAL),
+    *(demo.Order(o, 8000) for o in DENIED),
+    *(demo.Order(o, 1500, status="in_transit") for o in IN_TRANSIT),
+]
 
 
 def tickets() -> list[dict[str, Any]]:
@@ -124,7 +115,7 @@ async def test_redriving_a_finished_run_changes_nothing(
     db = server_database_url
     start = datetime.now(UTC) - timedelta(seconds=1)
     async with start_stack(broker, db, topic_prefix, tmp_path, services=SERVICES) as stack:
-        await add_orders(db)
+        await demo.add_orders(db, ORDERS)
         batch = tickets()
         ids = [t["ticket_id"] for t in batch]
         assert len(ids) == 100
@@ -174,14 +165,7 @@ async def test_a_decision_redriven_after_its_capability_expired_gets_its_first_a
         executor.pool, executor.ledger = pool, PgEffectLedger(pool)
         proposal = builders.proposal()  # $20 refund of ORD-1001
         capability = Signer("k1", key, ttl_s=1).issue(proposal, builders.TENANT)
-        decision = Decision(
-            proposal=proposal,
-            verdict="allow",
-            rule_ids=["refund.autonomous"],
-            reason="§3.1",
-            capability=capability,
-        )
-        event = builders.event(ActionDecidedV1, payload=decision)
+        event = decided(proposal, capability)
         [first] = await executor.on_action_decided(event)
         assert first.payload.status == "succeeded" and not first.payload.duplicate
 

@@ -15,24 +15,12 @@ pytestmark = pytest.mark.integration
 ORDERS = [f"ORD-{2001 + n}" for n in range(32)]
 
 
-async def add_orders(database_url: str) -> None:
-    conn = await connect(database_url)
-    try:
-        await conn.executemany(
-            """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
-               VALUES ($1, 'acme', 'C-1', 1000, 'USD', 'delivered')""",
-            [(o,) for o in ORDERS],
-        )
-    finally:
-        await conn.close()
-
-
 async def test_services_restart_while_tickets_flow(
     start_stack, broker, server_database_url, topic_prefix, tmp_path
 ):
     async with start_stack(broker, server_database_url, topic_prefix, tmp_path) as stack:
         assert stack.supervisor is not None
-        await add_orders(server_database_url)
+        await demo.add_orders(server_database_url, (demo.Order(o, 1000) for o in ORDERS))
         settings = stack.settings()
         tickets = [demo.refund_ticket(order) for order in ORDERS]
         services = list(stack.supervisor.procs)  # every process, each executor tool group too

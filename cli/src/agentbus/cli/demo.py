@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -49,6 +50,28 @@ async def seed(dsn: str, *, reset: bool = False) -> None:
             if reset:
                 await conn.execute(RESET_SQL)
             await conn.execute(SEED_SQL)
+    finally:
+        await conn.close()
+
+
+class Order(NamedTuple):
+    """An order of the demo customer (C-1) in the systems of record."""
+
+    id: str
+    amount_cents: int
+    tenant_id: str = TENANT
+    status: str = "delivered"
+
+
+async def add_orders(dsn: str, orders: Iterable[Order]) -> None:
+    """Add orders beyond the demo's own (load tests, benchmarks); each id must be new."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.executemany(
+            """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
+               VALUES ($1, $3, 'C-1', $2, 'USD', $4)""",
+            list(orders),
+        )
     finally:
         await conn.close()
 

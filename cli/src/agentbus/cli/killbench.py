@@ -120,19 +120,6 @@ class ExecutionWatch:
         ]
 
 
-async def add_orders(database_url: str, orders: list[tuple[str, str]]) -> None:
-    """(order id, tenant) pairs: $10 delivered orders of the demo customer."""
-    conn = await connect(database_url)
-    try:
-        await conn.executemany(
-            """INSERT INTO sor.orders (id, tenant_id, customer_id, amount_cents, currency, status)
-               VALUES ($1, $2, 'C-1', 1000, 'USD', 'delivered')""",
-            orders,
-        )
-    finally:
-        await conn.close()
-
-
 async def refund_counts(database_url: str, orders: list[str]) -> dict[str, int]:
     conn = await connect(database_url)
     try:
@@ -164,7 +151,9 @@ async def run(
     # Spread over tenants so that no tenant's refund budget or rate limit turns the run into
     # escalations: the benchmark is about the switch, not the quotas.
     tenants = [f"bench-{n % max(1, tickets // TICKETS_PER_TENANT)}" for n in range(tickets)]
-    await add_orders(settings.database_url, list(zip(orders, tenants, strict=True)))
+    await demo.add_orders(
+        settings.database_url, (demo.Order(o, 1000, t) for o, t in zip(orders, tenants, strict=True))
+    )
     events = [
         client.ticket_event(
             demo.refund_ticket(o, ticket_id=f"T-K{run_id}-{n:04d}") | {"tenant_id": tenants[n]}

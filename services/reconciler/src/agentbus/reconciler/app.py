@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from agentbus.shared.bus import ensure_topics
+from agentbus.shared.bus import ensure_topics, mark_ready
 from agentbus.shared.db import open_pool
 from agentbus.shared.redrive import Redriver, RedriveReport, StoredEvent, new_run_id
 from agentbus.shared.settings import Settings
@@ -179,9 +179,3 @@ async def main() -> None:
                 await asyncio.wait_for(stopping.wait(), settings.reconcile_interval_s)
     finally:
         await pool.close()
-
-
-def mark_ready(settings: Settings) -> None:
-    if settings.ready_file is not None:
-        settings.ready_file.parent.mkdir(parents=True, exist_ok=True)
-        settings.ready_file.touch()

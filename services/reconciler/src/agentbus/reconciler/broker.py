@@ -12,7 +12,7 @@ from agentbus.shared.bus import client_security_kwargs
 from agentbus.shared.redrive import Location
 from agentbus.shared.settings import Settings
 from agentbus.shared.tools import load_registry
-from agentbus.shared.topics import SERVICE_TOPICS, topic_name
+from agentbus.shared.topics import SERVICE_TOPICS, consumer_group, topic_name
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -39,7 +39,7 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
             continue
         for spec in consumed:
             for name in executors if service == "executor" else [service]:
-                group = f"{settings.topic_prefix}agentbus.{name}.{spec.name}"
+                group = consumer_group(name, spec, settings.topic_prefix)
                 groups.setdefault(topic_name(spec, settings.topic_prefix), []).append(group)
     return groups
 
