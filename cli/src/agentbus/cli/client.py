@@ -62,7 +62,8 @@ async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[st
             else:
                 spec, (key, value), headers = topics.TICKETS_RECEIVED, item, []
             topic = topics.topic_name(spec, settings.topic_prefix)
-            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
+            partition = topics.fixed_partition(spec)
+            await producer.send_and_wait(topic, value, key=key.encode(), partition=partition, headers=headers)
     finally:
         await producer.stop()
 
@@ -111,7 +112,7 @@ async def consumer_lag(settings: Settings, services: list[str] | None = None) ->
             if service == "trace-sink":
                 groups = [(f"{prefix}agentbus.{service}", list(consumed))]
             else:
-                groups = [(f"{prefix}agentbus.{service}.{t.name}", [t]) for t in consumed]
+                groups = [(topics.consumer_group(service, t, prefix), [t]) for t in consumed]
             total: int | None = 0
             for group, specs in groups:
                 names = {topics.topic_name(s, prefix) for s in specs}

@@ -17,12 +17,20 @@ from agentbus.shared.tools import load_registry
 from . import demo
 from .runtime import SERVICES, EmbeddedBroker, EmbeddedPostgres, Supervisor, free_port, wait_port
 
+# A restarted (memory-wiped) Tansu recreates a missing topic on the first metadata request that names
+# it, with this many partitions, whatever the client asked (aiokafka always allows auto-creation).
+# Topics made by ensure_topics get the same count, so a recreated topic has the shape every producer
+# and consumer expects. With another count, producers and consumers that read the metadata at
+# different moments disagree on the partitions, and records on a partition no consumer was assigned
+# sat unread (tests/integration/test_reconciler.py, 1 run in 4).
+TANSU_AUTO_CREATE_PARTITIONS = 4
+
 # Tansu holds JoinGroup for half the session timeout: keep consumer starts short on it.
 EMBEDDED_BROKER_ENV = {
+    "AGENTBUS_TOPIC_PARTITIONS": str(TANSU_AUTO_CREATE_PARTITIONS),
     "AGENTBUS_CONSUMER_SESSION_TIMEOUT_MS": "3000",
     "AGENTBUS_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
-    # A restarted Tansu recreates a topic on the first metadata request, with its own partition
-    # count; consumers must see that soon, or a partition they were not assigned goes unread.
+    # How soon consumers see a recreated topic, and how often they look for a lost log (lost_log.py).
     "AGENTBUS_KAFKA_METADATA_MAX_AGE_MS": "5000",
 }
 
@@ -92,12 +100,21 @@ class Stack:
 
     def settings(self) -> Settings:
         assert self.bootstrap and self.database_url
-        return Settings(
+        settings = Settings(
             service="cli",
             kafka_bootstrap_servers=self.bootstrap,
             database_url=self.database_url,
             topic_prefix=self.topic_prefix,
         )
+        # The topics this stack creates have as many partitions as its services are told.
+        if partitions := self.service_env_overrides().get("AGENTBUS_TOPIC_PARTITIONS"):
+            settings = settings.model_copy(update={"topic_partitions": int(partitions)})
+        return settings
+
+    def service_env_overrides(self) -> dict[str, str]:
+        """What the stack adds to every service's environment: the embedded broker's settings (when
+        this stack started it), then the caller's."""
+        return {**(EMBEDDED_BROKER_ENV if self.broker else {}), **self.extra_env}
 
     async def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -127,8 +144,7 @@ class Stack:
             "AGENTBUS_CONSOLE_PORT": str(self.console_port),
             "AGENTBUS_ESCALATION_PORT": str(self.escalation_port),
             "PYTHONUNBUFFERED": "1",
-            **(EMBEDDED_BROKER_ENV if self.broker else {}),
-            **self.extra_env,
+            **self.service_env_overrides(),
         }
         # Secrets go to the one process that needs them; the generic env must not carry them.
         for name in (

@@ -37,7 +37,7 @@ from .lost_log import LostLogGuard
 from .serialization import dumps
 from .settings import Settings
 from .telemetry import setup_tracing
-from .topics import TOPIC_FOR_TYPE, TopicSpec, topic_name
+from .topics import TOPIC_FOR_TYPE, TopicSpec, consumer_group, fixed_partition, topic_name
 
 log = logging.getLogger("agentbus.bus")
 
@@ -158,9 +158,7 @@ class Bus:
             consumer.seek(tp, record.offset)
 
     def mark_ready(self) -> None:
-        if self.settings.ready_file is not None:
-            self.settings.ready_file.parent.mkdir(parents=True, exist_ok=True)
-            self.settings.ready_file.touch()
+        mark_ready(self.settings)
 
     def topic(self, spec: TopicSpec) -> str:
         return topic_name(spec, self.settings.topic_prefix)
@@ -168,7 +166,7 @@ class Bus:
     def group(self, spec: TopicSpec) -> str:
         # One consumer group per (service, topic): stages scale and stop independently, and a
         # service that reads several topics never rebalances them against each other.
-        return f"{self.settings.topic_prefix}agentbus.{self.service}.{spec.name}"
+        return consumer_group(self.service, spec, self.settings.topic_prefix)
 
     async def publish(self, event: Event) -> None:
         """Publish and wait for the broker's acknowledgement (acks=all)."""
@@ -184,6 +182,7 @@ class Bus:
             dumps(event),
             self.topic(spec),
             key=key.encode() if key else None,
+            partition=fixed_partition(spec),
             headers=headers,
         )
 
@@ -319,6 +318,13 @@ class Bus:
         )
         log.warning("dead-lettered %s@%s:%s: %s", record.topic, record.partition, record.offset, reason)
         await self.publish(event)
+
+
+def mark_ready(settings: Settings) -> None:
+    """Touch the ready file the supervisor waits for (consumers joined, or the loop running)."""
+    if settings.ready_file is not None:
+        settings.ready_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.ready_file.touch()
 
 
 def message_key(event: Event) -> str | None:

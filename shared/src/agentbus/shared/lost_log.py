@@ -57,10 +57,10 @@ class LostLogGuard(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._past_end[tp] = position  # maybe a log end not yet updated: look again
             else:
                 del self._past_end[tp]
-                self._rewind(consumer, tp, position, ends[tp])
+                await self._rewind(consumer, tp, position, ends[tp])
 
     @staticmethod
-    def _rewind(consumer: Any, tp: TopicPartition, offset: int, end: int) -> None:
+    async def _rewind(consumer: Any, tp: TopicPartition, offset: int, end: int) -> None:
         log.warning(
             "%s:%s: at offset %s, past the end %s (the broker lost its log); reading it from the start",
             tp.topic,
@@ -68,4 +68,4 @@ class LostLogGuard(ConsumerRebalanceListener):  # type: ignore[misc]
             offset,
             end,
         )
-        consumer.seek_to_beginning(tp)
+        await consumer.seek_to_beginning(tp)

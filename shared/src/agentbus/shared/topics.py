@@ -46,6 +46,17 @@ def topic_name(spec: TopicSpec, prefix: str = "") -> str:
     return f"{prefix}{spec.name}"
 
 
+def fixed_partition(spec: TopicSpec) -> int | None:
+    """Partition 0 for a compacted topic (the control topic: one ordered log, read from partition 0),
+    whatever count a broker gave it when it recreated it; None lets the key choose."""
+    return 0 if spec.compacted else None
+
+
+def consumer_group(service: str, spec: TopicSpec, prefix: str = "") -> str:
+    """The consumer group in which `service` (a process name, e.g. executor-commerce) reads `spec`."""
+    return f"{prefix}agentbus.{service}.{spec.name}"
+
+
 # Which topics each service consumes and produces (DESIGN §1). Status, lag and ACLs derive from it.
 SERVICE_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] = {
     "intake": ((TICKETS_RECEIVED,), (TASKS_CLASSIFIED, ESCALATIONS_REQUESTED, DEADLETTER)),
