@@ -31,7 +31,8 @@ class KillSwitchReport:
     tickets: int
     executions_before_switch: int
     executions_after_switch: int  # already in flight when the switch landed
-    halt_ms: float  # switch acknowledged → last execution before the pause
+    halt_ms: float  # switch acknowledged → last execution before the pause (0 when none came after)
+    quiet_before_ms: float  # last execution before the switch → the switch (the gap it landed in)
     held_s: float
     executions_while_held: int  # after the halt window; must be 0
     resume_to_done_s: float
@@ -60,7 +61,12 @@ class KillSwitchReport:
             f"executions before the switch {self.executions_before_switch}",
             f"in flight after the switch   {self.executions_after_switch}",
             f"switch → last execution      {self.halt_ms:.1f} ms  "
-            f"(target < {HALT_TARGET_MS:.0f} ms: {verdict})",
+            f"(target < {HALT_TARGET_MS:.0f} ms: {verdict})"
+            + (
+                ""
+                if self.executions_after_switch
+                else f"; none after it, the last {self.quiet_before_ms:.1f} ms before"
+            ),
             f"held for                     {self.held_s:.1f} s, executions meanwhile: "
             f"{self.executions_while_held}",
             f"resume → all complete        {self.resume_to_done_s:.1f} s",
@@ -181,6 +187,7 @@ async def run(
         await asyncio.sleep(hold_s)
         after = watch.effects(since=switched)
         halt_ms = (max(after) - switched) * 1000 if after else 0.0
+        quiet_before_ms = (switched - max(t for t in watch.effects() if t < switched)) * 1000
         # Anything in the second half of the hold is not in-flight work finishing: the halt failed.
         while_held = len(watch.effects(since=switched + hold_s / 2))
         await client.publish(
@@ -203,6 +210,7 @@ async def run(
             executions_before_switch=before,
             executions_after_switch=len(after),
             halt_ms=halt_ms,
+            quiet_before_ms=quiet_before_ms,
             held_s=hold_s,
             executions_while_held=while_held,
             resume_to_done_s=done_s,
