@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 import pytest
 from agentbus.escalation import handoffs
 from agentbus.escalation.desk import ApprovalDesk, NotAllowed, NotPending
-from agentbus.escalation.identities import Identity
 from agentbus.escalation.store import PgEscalationStore
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import (
@@ -19,6 +18,7 @@ from agentbus.shared.events import (
     EscalationRequestedV2,
     Event,
 )
+from agentbus.shared.identities import Identity
 from builders import PRODUCER, proposal
 
 pytestmark = pytest.mark.integration

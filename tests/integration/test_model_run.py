@@ -9,11 +9,11 @@ import json
 from typing import Any
 
 import pytest
-from agentbus.cli import client, demo, timeline
+from agentbus.cli import client, demo
 from agentbus.cli.main import app as cli_app
 from agentbus.cli.model_server import ScriptedModelServer
 from agentbus.cli.stack import Stack
-from agentbus.shared import topics
+from agentbus.shared import timeline, topics
 from agentbus.shared.db import connect
 from agentbus.shared.pii import TOKEN, PiiVault, load_or_create_master_key
 from agentbus.shared.settings import Settings

@@ -19,6 +19,7 @@ from agentbus.shared.bus import Bus
 from agentbus.shared.capabilities import Signer, Verifier
 from agentbus.shared.db import create_pool, migrate
 from agentbus.shared.events import new_event_id
+from agentbus.shared.lag import consumer_lag
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import FINAL, SETTLED
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -69,7 +70,7 @@ async def wait_quiet(stack: Any, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     quiet = 0
     while quiet < 2:
-        lag = await client.consumer_lag(stack.settings(), names)
+        lag = await consumer_lag(stack.settings(), names)
         quiet = quiet + 1 if all(n == 0 for n in lag.values()) else 0
         assert time.monotonic() < deadline, f"still busy after {timeout:.0f}s: {lag}"
         await asyncio.sleep(0.5)

@@ -14,9 +14,9 @@ import pytest
 from agentbus.escalation import approvals
 from agentbus.escalation.api import create_api
 from agentbus.escalation.desk import ApprovalDesk
-from agentbus.escalation.identities import Identities, Identity, IdentityError, bearer_token
 from agentbus.escalation.openapi import SPEC
 from agentbus.shared.events import ActionDecidedV1, Decision, Event
+from agentbus.shared.identities import Identities, Identity, IdentityError, bearer_token
 from builders import PRODUCER, proposal
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate

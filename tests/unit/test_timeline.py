@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import builders
-from agentbus.cli.timeline import describe, render
 from agentbus.shared.events import (
     ActionDecidedV1,
     ActionProposedV1,
@@ -18,6 +17,7 @@ from agentbus.shared.events import (
     TicketReceivedV1,
 )
 from agentbus.shared.serialization import dumps, loads
+from agentbus.shared.timeline import describe, render
 
 OFFSET = re.compile(r"\+\s*(\d+(?:\.\d+)?)ms")
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""What an upstream system or an operator does from outside: submit tickets, wait, trace, lag."""
+"""What an upstream system or an operator does from outside: submit tickets, wait for them, trace."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
 from agentbus.trace_sink.store import ticket_events
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 CLI_PRODUCER = Producer(service="cli", version="0.1.0", instance="agentbus-submit")
@@ -89,55 +88,3 @@ async def wait_for(
             await asyncio.sleep(0.1)
     finally:
         await conn.close()
-
-
-async def consumer_lag(settings: Settings, services: list[str] | None = None) -> dict[str, int | None]:
-    """Per service: messages not yet committed by its consumer groups (None = group unknown).
-    `services` are process names as `agentbus up` runs them (executors per tool group:
-    `executor-commerce`, …); by default the services of the topic map."""
-    sec = client_security_kwargs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **sec)
-    await admin.start()
-    await consumer.start()
-    try:
-        lag: dict[str, int | None] = {}
-        prefix = settings.topic_prefix
-        for service in services or list(topics.SERVICE_TOPICS):
-            base = "executor" if service.startswith("executor-") else service
-            if base == "console" or base not in topics.SERVICE_TOPICS:
-                continue  # each console instance reads the whole history in its own group
-            consumed = topics.SERVICE_TOPICS[base][0]
-            groups: list[tuple[str, list[topics.TopicSpec]]]
-            if service == "trace-sink":
-                groups = [(f"{prefix}agentbus.{service}", list(consumed))]
-            else:
-                groups = [(topics.consumer_group(service, t, prefix), [t]) for t in consumed]
-            total: int | None = 0
-            for group, specs in groups:
-                names = {topics.topic_name(s, prefix) for s in specs}
-                partitions = [
-                    TopicPartition(n, p)
-                    for n in names
-                    for p in (consumer.partitions_for_topic(n) or await _partitions(consumer, n))
-                ]
-                try:
-                    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-                except Exception:
-                    total = None
-                    break
-                ends = await consumer.end_offsets(partitions)
-                for tp in partitions:
-                    meta = committed.get(tp)
-                    done = meta.offset if meta is not None and meta.offset >= 0 else 0
-                    total = (total or 0) + max(0, ends[tp] - done)
-            lag[service] = total
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()

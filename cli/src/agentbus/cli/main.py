@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from agentbus.shared import timeline
 from agentbus.shared.events import schemas as event_schemas
+from agentbus.shared.lag import consumer_lag
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
@@ -28,7 +30,6 @@ from . import (
     redrive,
     replay,
     switches,
-    timeline,
     tools,
 )
 from .options import DEFAULT_STATE, StateDir, connection, fail
@@ -271,7 +272,7 @@ def status(state_dir: StateDir = DEFAULT_STATE) -> None:
     async def gather() -> tuple[dict[str, int | None] | str, str]:
         try:
             names = [s["service"] for s in info.services] if info else None
-            lag: dict[str, int | None] | str = await client.consumer_lag(settings, names)
+            lag: dict[str, int | None] | str = await consumer_lag(settings, names)
         except Exception as exc:  # report, do not crash: status is for when things are wrong
             lag = f"unreachable ({type(exc).__name__}: {exc})"
         try:

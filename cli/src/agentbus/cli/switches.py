@@ -10,9 +10,8 @@ from typing import Annotated
 
 import orjson
 import typer
-from agentbus.shared import topics
 from agentbus.shared.bus import client_security_kwargs
-from agentbus.shared.control import GLOBAL_TARGET, SCOPES, ControlListener, SwitchBoard
+from agentbus.shared.control import SCOPES, ControlListener, SwitchBoard, normalise_target, switch_change
 from agentbus.shared.events import ControlSwitchV1, Switch
 from agentbus.shared.settings import Settings
 
@@ -31,44 +30,13 @@ def default_actor() -> str:
     return f"operator:{getpass.getuser()}"
 
 
-def normalise_target(scope: str, target: str, prefix: str = "") -> str:
-    """The switch's target as services match it; raises ValueError saying what to fix."""
-    target = target.strip()
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
-    if scope == "global":
-        if target not in (GLOBAL_TARGET, "*"):
-            raise ValueError(f"the global switch has one target: {GLOBAL_TARGET!r}")
-        return GLOBAL_TARGET
-    if not target:
-        raise ValueError(f"give the {scope} to stop")
-    if scope == "topic":
-        names = {t.name for t in topics.ALL_TOPICS}
-        # Accept the full name, the name with this environment's prefix, or the short
-        # `<domain>.<event>` form (actions.decided).
-        for candidate in (target, target.removeprefix(prefix), f"agentbus.{target}.v1"):
-            if candidate in names:
-                if candidate in (topics.CONTROL.name,):
-                    raise ValueError("the control topic cannot be stopped: it carries the switches")
-                return candidate
-        raise ValueError(f"unknown topic {target!r}: use one of {', '.join(sorted(names))}")
-    if scope == "tool":
-        from agentbus.shared.tools import load_registry
-
-        registry = load_registry()
-        if registry.get(target) is None:
-            known = ", ".join(sorted(t.name for t in registry))
-            raise ValueError(f"no tool named {target!r} in the registry: use one of {known}")
-    if scope == "agent" and not target.startswith("agent:"):
-        raise ValueError(f"agents are principals such as agent:refunds, not {target!r}")
-    return target
-
-
 def switch_event(scope: str, target: str, *, engaged: bool, reason: str, actor: str) -> ControlSwitchV1:
-    if not reason.strip():
-        fail("--reason must say why (it is recorded in the audit trail)")
-    switch = Switch(scope=scope, target=target, engaged=engaged, reason=reason.strip(), actor=actor)  # type: ignore[arg-type]
-    return ControlSwitchV1(producer=client.CLI_PRODUCER, payload=switch)
+    try:
+        return switch_change(
+            scope, target, engaged=engaged, reason=reason, actor=actor, producer=client.CLI_PRODUCER
+        )
+    except ValueError as exc:
+        fail(f"--{exc}")
 
 
 def flip(

@@ -16,7 +16,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .events import ControlSwitchV1, DecodeError, Switch, decode
+from . import topics
+from .events import ControlSwitchV1, DecodeError, Producer, Switch, decode
 from .settings import Settings
 from .topics import CONTROL, topic_name
 
@@ -61,6 +62,50 @@ class SwitchBoard:
 
 def describe(switch: Switch) -> str:
     return f"kill switch {switch.scope} {switch.target} engaged by {switch.actor}: {switch.reason}"
+
+
+def normalise_target(scope: str, target: str, prefix: str = "") -> str:
+    """The switch's target as services match it; raises ValueError saying what to fix."""
+    target = target.strip()
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
+    if scope == "global":
+        if target not in (GLOBAL_TARGET, "*"):
+            raise ValueError(f"the global switch has one target: {GLOBAL_TARGET!r}")
+        return GLOBAL_TARGET
+    if not target:
+        raise ValueError(f"give the {scope} to stop")
+    if scope == "topic":
+        names = {t.name for t in topics.ALL_TOPICS}
+        # Accept the full name, the name with this environment's prefix, or the short
+        # `<domain>.<event>` form (actions.decided).
+        for candidate in (target, target.removeprefix(prefix), f"agentbus.{target}.v1"):
+            if candidate in names:
+                if candidate in (topics.CONTROL.name,):
+                    raise ValueError("the control topic cannot be stopped: it carries the switches")
+                return candidate
+        raise ValueError(f"unknown topic {target!r}: use one of {', '.join(sorted(names))}")
+    if scope == "tool":
+        from .tools import load_registry
+
+        registry = load_registry()
+        if registry.get(target) is None:
+            known = ", ".join(sorted(t.name for t in registry))
+            raise ValueError(f"no tool named {target!r} in the registry: use one of {known}")
+    if scope == "agent" and not target.startswith("agent:"):
+        raise ValueError(f"agents are principals such as agent:refunds, not {target!r}")
+    return target
+
+
+def switch_change(
+    scope: str, target: str, *, engaged: bool, reason: str, actor: str, producer: Producer
+) -> ControlSwitchV1:
+    """The control event that engages or releases a switch (target already normalised); raises
+    ValueError when the reason is blank: it is what the audit trail keeps."""
+    if not reason.strip():
+        raise ValueError("reason must say why (it is recorded in the audit trail)")
+    switch = Switch(scope=scope, target=target, engaged=engaged, reason=reason.strip(), actor=actor)  # type: ignore[arg-type]
+    return ControlSwitchV1(producer=producer, payload=switch)
 
 
 class ControlListener:

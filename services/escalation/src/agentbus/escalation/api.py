@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
+from agentbus.shared.identities import Identities, Identity, bearer_token
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,7 +19,6 @@ from starlette.routing import Route
 
 from .approvals import STATUSES
 from .desk import ApprovalDesk, ApprovalNotFound, DeskError, NotAllowed, NotPending
-from .identities import Identities, Identity, bearer_token
 from .openapi import SPEC
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -11,13 +11,13 @@ from contextlib import asynccontextmanager
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
 from agentbus.shared.db import open_pool
+from agentbus.shared.identities import Identities
 from agentbus.shared.settings import Settings
 from starlette.applications import Starlette
 
 from .api import create_api
 from .desk import ApprovalDesk
 from .handlers import EscalationHandlers
-from .identities import Identities
 from .store import PgEscalationStore
 
 settings = Settings(service="escalation")

@@ -19,8 +19,7 @@ from agentbus.shared.events import (
     Producer,
     Proposal,
 )
-
-from .identities import Identity
+from agentbus.shared.identities import Identity
 
 Status = Literal["pending", "approved", "rejected", "expired"]
 STATUSES: tuple[Status, ...] = ("pending", "approved", "rejected", "expired")

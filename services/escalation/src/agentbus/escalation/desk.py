@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentbus.shared.events import Event, Producer
+from agentbus.shared.identities import Identity
 
 from . import approvals
-from .identities import Identity
 from .store import ApprovalStore
 
 log = logging.getLogger("agentbus.escalation.desk")

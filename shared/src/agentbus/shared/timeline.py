@@ -1,4 +1,4 @@
-"""Readable one-line-per-step rendering of a ticket's events (for `agentbus trace`)."""
+"""A ticket's events as a timeline: one readable line per step (`agentbus trace`) or rows (the console)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from agentbus.shared.capabilities import read_claims
+
+from .capabilities import read_claims
 
 
 def _args(obj: Any) -> str:

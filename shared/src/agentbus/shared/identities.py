@@ -1,4 +1,4 @@
-"""Who may call the approvals API: bearer tokens → identity and roles, from `identities.toml`."""
+"""Who may call the approvals API and the console: bearer tokens → identity and roles (`identities.toml`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-log = logging.getLogger("agentbus.escalation.identities")
+log = logging.getLogger("agentbus.identities")
 
 
 class IdentityError(ValueError):
