@@ -63,7 +63,8 @@ def test_up_with_demo_then_trace_console_status_and_ctrl_c(tmp_path: Path) -> No
             "malformed event",
         }
 
-        tickets = httpx.get(f"http://127.0.0.1:{port}/api/tickets", timeout=5).json()
+        viewer_token = {"Authorization": "Bearer bob-demo-token"}  # the console's demo viewer
+        tickets = httpx.get(f"http://127.0.0.1:{port}/api/tickets", headers=viewer_token, timeout=5).json()
         shown = {t["ticket_id"]: t["status"] for t in tickets}
         assert shown[by_label["ORD-1001 $20 refund"]] == "resolved"
         assert shown[by_label["ORD-1002 $40 refund"]] == "awaiting_approval"

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
-ALICE = Identity("user:alice", frozenset({"refund-approver", "it-approver"}))
+ALICE = Identity("user:alice", frozenset({"refund-approver", "it-approver", "approver"}))
 BOB = Identity("user:bob", frozenset({"viewer"}))
 
 

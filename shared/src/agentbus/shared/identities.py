@@ -68,9 +68,17 @@ class Identities:
     @classmethod
     def parse(cls, text: str, source: str = "identities.toml") -> Identities:
         try:
-            data = _File.model_validate(tomllib.loads(text))
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise IdentityError(f"{source}: not valid TOML ({exc})") from exc
+        return cls.from_data(raw, source)
+
+    @classmethod
+    def from_data(cls, raw: object, source: str) -> Identities:
+        """Identities from already-decoded data shaped like the file: {"identities": [{id, token|
+        token_sha256, roles}, …]} (e.g. JSON from an environment variable)."""
+        try:
+            data = _File.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
@@ -91,6 +99,15 @@ class Identities:
             log.warning("no identities file at %s: every approvals API call will be refused", path)
             return cls({})
         return cls.parse(path.read_text(), str(path))
+
+    def merged(self, other: Identities, source: str) -> Identities:
+        """These identities and `other`'s; a token both give must name the same identity."""
+        by_digest = dict(self._by_digest)
+        for digest, identity in other._by_digest.items():
+            if by_digest.get(digest, identity) != identity:
+                raise IdentityError(f"{source}: {identity.id} reuses the token of {by_digest[digest].id}")
+            by_digest[digest] = identity
+        return Identities(by_digest)
 
     def authenticate(self, token: str | None) -> Identity | None:
         if not token:

@@ -50,6 +50,7 @@ class TicketFacts:
     outcome: str | None = None
     cost_microdollars: int = 0
     human: bool = False
+    verifier_failures: dict[str, datetime] = field(default_factory=dict)  # event id → time
 
 
 @dataclass(frozen=True)
@@ -94,27 +95,19 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 class KpiLedger:
     """Per-ticket facts folded from events as they arrive; figures for any window on demand.
 
-    Keeps the newest `capacity` tickets (by first sight) and verifier failures: bounded memory in a
-    long-running console; windows reaching further back than that are undercounted.
+    Every fact is a minimum, an "ever", or keyed by event id, so a duplicate changes nothing and no
+    set of every event id seen is needed. Keeps the newest `capacity` tickets (by first sight):
+    bounded memory in a long-running console; windows reaching back past them are undercounted.
     """
 
     capacity: int = 100_000
     tickets: OrderedDict[str, TicketFacts] = field(default_factory=OrderedDict)
-    verifier_failures: list[datetime] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
 
     def add(self, event: Mapping[str, Any]) -> None:
-        event_id = event["event_id"]
-        if event_id in self.seen:
-            return
-        self.seen.add(event_id)
-        kind, payload = event["type"], event.get("payload") or {}
-        if kind == "action.verified" and not payload.get("verified", True):
-            self.verifier_failures.append(event_time(event))
-            del self.verifier_failures[: max(0, len(self.verifier_failures) - self.capacity)]
         ticket_id = event.get("ticket_id")
         if not ticket_id:
-            return
+            return  # switches and dead letters of unreadable messages: no KPI counts them
+        kind, payload = event["type"], event.get("payload") or {}
         facts = self.tickets.get(ticket_id)
         if facts is None:
             facts = self.tickets[ticket_id] = TicketFacts()
@@ -130,15 +123,18 @@ class KpiLedger:
                 usage = payload.get("usage") or {}
                 facts.finished_at, facts.outcome = at, payload.get("outcome")
                 facts.cost_microdollars = int(usage.get("cost_microdollars") or 0)
+        elif kind == "action.verified" and payload.get("verified") is False:
+            facts.verifier_failures[event["event_id"]] = at
         elif kind in HUMAN_EVENTS or (
             kind == "action.decided" and payload.get("verdict") == "needs_approval"
         ):
             facts.human = True
 
     def figures(self, start: datetime, end: datetime) -> Kpis:
-        received = covered = finished = resolved = automated = escalated = cost = 0
+        received = covered = finished = resolved = automated = escalated = cost = failures = 0
         latencies: list[float] = []
         for t in self.tickets.values():
+            failures += sum(start <= at < end for at in t.verifier_failures.values())
             if t.received_at is not None and start <= t.received_at < end:
                 received += 1
                 covered += t.covered
@@ -166,7 +162,7 @@ class KpiLedger:
             automation_rate=_ratio(automated, finished),
             escalated=escalated,
             escalation_rate=_ratio(escalated, finished),
-            verifier_failures=sum(start <= at < end for at in self.verifier_failures),
+            verifier_failures=failures,
             cost_microdollars=cost,
             cost_per_resolved_usd=cost / resolved / 1_000_000 if resolved else None,
             latency_p50_s=percentile(latencies, 0.5),

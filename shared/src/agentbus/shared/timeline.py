@@ -145,3 +145,47 @@ def render(ticket_id: str, events: list[dict[str, Any]], status: str) -> str:
         f"{cost['tokens']} tokens; prompts: {prompts}"
     )
     return "\n".join(lines)
+
+
+def steps(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per event for a UI: when, how long since its cause, and the decision, capability,
+    result and cost of the step as fields (plus the same one-line summary `agentbus trace` prints)."""
+    if not events:
+        return []
+    start = _time(events[0])
+    latency = step_latency_ms(events)
+    rows = []
+    for n, event in enumerate(events, 1):
+        p = event.get("payload") or {}
+        calls = model_calls_of(event)
+        row: dict[str, Any] = {
+            "n": n,
+            "event_id": event["event_id"],
+            "type": event["type"],
+            "at": event["occurred_at"],
+            "offset_ms": round((_time(event) - start).total_seconds() * 1000, 1),
+            "latency_ms": round(latency[event["event_id"]], 1) if event["event_id"] in latency else None,
+            "producer": event["producer"]["service"],
+            "summary": describe(event),
+            "cost_microdollars": sum(c["usage"]["cost_microdollars"] for c in calls),
+        }
+        kind = event["type"]
+        if kind == "action.decided":
+            row.update(
+                tool=p["proposal"]["tool"],
+                verdict=p["verdict"],
+                rule_ids=p["rule_ids"],
+                reason=p["reason"],
+                policy_version=event.get("policy_version"),
+                capability=capability(p.get("capability")).strip() or None,
+            )
+        elif kind in ("action.proposed", "action.executed", "action.verified"):
+            row["tool"] = p.get("tool")
+        if kind == "action.executed":
+            row.update(status=p["status"], result=p.get("result"), error=p.get("error"))
+        elif kind == "action.verified":
+            row.update(status="verified" if p["verified"] else "failed")
+        elif kind == "task.finished":
+            row.update(status=p["outcome"])
+        rows.append(row)
+    return rows
