@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml uv.lock shared/pyproject.toml cli/pyproject.toml $(
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test test-unit check lint format schemas clean postgres
+.PHONY: help install run test test-unit check lint format schemas clean postgres chromium
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ install: $(STAMP) ## create .venv with every package (uv workspace)
 run: $(STAMP) ## start the embedded stack (broker, Postgres, every service) and run the demo; Ctrl-C stops
 	$(BIN)/agentbus up --demo
 
-test: $(STAMP) postgres ## the whole suite: unit, contract, integration and e2e on the embedded stack
+test: $(STAMP) postgres chromium ## the whole suite: unit, contract, integration and e2e on the embedded stack
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The tests use the machine's Postgres server (DATABASE_URL, default 127.0.0.1:5432/test) as well as
@@ -38,6 +38,12 @@ postgres:
 	  command -v pg_ctlcluster >/dev/null && \
 	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; } || \
 	  echo "warning: no Postgres server at 127.0.0.1:5432; set DATABASE_URL to one"
+
+# The console's browser test drives Debian's chromium (Playwright's own browser downloads are not used).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium: ## install Debian's chromium for tests/e2e/test_console_browser.py if it is missing
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 test-unit: $(STAMP) ## fast tests only (no broker, no database)
 	$(BIN)/python -m pytest -q tests/unit tests/contract

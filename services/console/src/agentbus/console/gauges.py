@@ -37,8 +37,9 @@ class KpiGauges:
             self._cached = (now, self.ledger.figures(*window(datetime.now(UTC), self.window_s)))
         return self._cached[1]
 
-    def register(self) -> None:
-        meter = metrics.get_meter("agentbus.console")
+    def register(self, meter_provider: metrics.MeterProvider | None = None) -> None:
+        """On the global MeterProvider (whatever the process set up), or the one given."""
+        meter = metrics.get_meter("agentbus.console", meter_provider=meter_provider)
         attributes = {"window_s": int(self.window_s)}
         for name, (attr, unit, description) in GAUGES.items():
             meter.create_observable_gauge(

@@ -278,7 +278,9 @@ class Console:
         verb = "engage" if body.engaged else "release"
         self.access.require(caller, OPERATE, f"{verb} a kill switch")
         try:
-            target = normalise_target(body.scope, body.target or "all", self.topic_prefix)
+            # The global switch has one target; the panel may leave it blank.
+            wanted = body.target or ("all" if body.scope == "global" else "")
+            target = normalise_target(body.scope, wanted, self.topic_prefix)
             event: ControlSwitchV1 = switch_change(
                 body.scope,
                 target,

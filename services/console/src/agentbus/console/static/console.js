@@ -162,14 +162,14 @@ function spark(values, width = 120, height = 28) {
   return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><path d="${d}"/></svg>`;
 }
 
-const pct = (v) => (v === null ? "–" : `${(v * 100).toFixed(1)}%`);
-const secs = (v) => (v === null ? "–" : `${v.toFixed(2)} s`);
+const pct = (v) => (v === null ? "n/a" : `${(v * 100).toFixed(1)}%`);
+const secs = (v) => (v === null ? "n/a" : `${v.toFixed(2)} s`);
 const KPIS = [
   ["coverage", "coverage", pct, (f) => `${f.covered}/${f.received} received`],
   ["automation_rate", "automation rate", pct, (f) => `${f.automated}/${f.finished} finished`],
   ["escalation_rate", "escalation rate", pct, (f) => `${f.escalated}/${f.finished} finished`],
   ["verifier_failures", "verifier failures", (v) => String(v), () => "failed checks"],
-  ["cost_per_resolved_usd", "cost per resolved", (v) => (v === null ? "–" : `$${v.toFixed(6)}`), (f) => `${f.resolved} resolved`],
+  ["cost_per_resolved_usd", "cost per resolved", (v) => (v === null ? "n/a" : `$${v.toFixed(6)}`), (f) => `${f.resolved} resolved`],
   ["latency_p50_s", "latency p50", secs, () => "received → finished"],
   ["latency_p95_s", "latency p95", secs, () => "received → finished"],
 ];
