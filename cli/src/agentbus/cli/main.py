@@ -104,6 +104,10 @@ def up(
         typer.echo(f"database {database}")
         typer.echo(f"logs     {stack.state_dir / 'logs'}")
         typer.secho(f"console  {stack.console_url}", bold=True)
+        typer.echo(
+            "         sign in with a token from policies/identities.toml (demo: bob-demo-token viewer, "
+            "alice-demo-token approver, carol-demo-token operator)"
+        )
         typer.echo(f"approvals {stack.approvals_url}")
         if run_demo:
             ok = asyncio.run(run_demo_set(stack.settings(), timeout=90))

@@ -15,6 +15,7 @@ from .view import TicketView
 COALESCE_S = 0.2
 # KPIs move with the clock too (windows slide): refresh them this often with no new events.
 KPI_EVERY_S = 2.0
+KPI_MIN_GAP_S = 1.0
 
 
 class Changes:
@@ -60,7 +61,9 @@ async def stream(
         if (now := switches()) != engaged:
             engaged = now
             yield message("switches", now)
-        if moved or loop.time() - kpis_at >= KPI_EVERY_S:
+        # KPIs cost a pass over every ticket per bucket: at most once a second however busy.
+        since = loop.time() - kpis_at
+        if (moved and since >= KPI_MIN_GAP_S) or since >= KPI_EVERY_S:
             kpis_at = loop.time()
             yield message("kpis", kpis())
         await changes.wait(KPI_EVERY_S)

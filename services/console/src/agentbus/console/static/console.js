@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { tickets: new Map(), selected: null, source: null, approvalsTimer: null };
+const state = { tickets: new Map(), selected: null, source: null, approvalsTimer: null, approvalsPoll: null };
 
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -49,6 +49,8 @@ async function start() {
   $("#signout").hidden = false;
   connect();
   refreshApprovals();
+  // Approvals live in the escalation service, which may record one a moment after its ticket event.
+  if (!state.approvalsPoll) state.approvalsPoll = setInterval(refreshApprovals, 5000);
 }
 
 $("#signin-form").addEventListener("submit", async (event) => {
