@@ -184,6 +184,8 @@ class Supervisor:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # One machine, one Prometheus port each: AGENTBUS_METRICS_PORT is where they start from.
+        metrics_ports = iter(range(int(p), 65536)) if (p := self.env.get("AGENTBUS_METRICS_PORT")) else None
         for name, argv in self.services.items():
             for n in range(1, self.replicas.get(name, 1) + 1):
                 proc_name = name if n == 1 else f"{name}-{n}"
@@ -191,6 +193,7 @@ class Supervisor:
                     **self.env,
                     "AGENTBUS_SERVICE": name,
                     "AGENTBUS_READY_FILE": str(self.log_dir.parent / "ready" / proc_name),
+                    **({"AGENTBUS_METRICS_PORT": str(next(metrics_ports))} if metrics_ports else {}),
                     **self.service_env.get(name, {}),
                 }
                 sp = ServiceProcess(proc_name, argv, env, self.log_dir / f"{proc_name}.log")
@@ -271,6 +274,7 @@ class Supervisor:
                 "ready": sp.ready(),
                 "restarts": sp.restarts,
                 "log": str(sp.log_path),
+                "metrics_port": int(p) if (p := sp.env.get("AGENTBUS_METRICS_PORT")) else None,
             }
             for sp in self.procs.values()
         ]

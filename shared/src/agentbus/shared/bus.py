@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy, BaseMiddleware, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from opentelemetry import propagate
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import __version__
 from .control import ControlListener, SwitchBoard, describe, switch_key
@@ -34,9 +37,10 @@ from .events import (
     decode,
 )
 from .lost_log import LostLogGuard
+from .metrics import BusMetrics, setup_metrics
 from .serialization import dumps
 from .settings import Settings
-from .telemetry import setup_tracing
+from .telemetry import continued, current_traceparent, setup_tracing, ticket_root
 from .topics import TOPIC_FOR_TYPE, TopicSpec, consumer_group, fixed_partition, topic_name
 
 log = logging.getLogger("agentbus.bus")
@@ -58,6 +62,22 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
 
 
 BatchHandler = Callable[[list[ConsumerRecord[Any, Any]]], Awaitable[None]]
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class TicketRootMiddleware(BaseMiddleware):
+    """A record that comes without trace context (a ticket from upstream, an old re-driven event)
+    starts its ticket's trace: the root span the telemetry middleware then opens gets the trace id
+    derived from the record key, the ticket id (telemetry.ticket_trace_id). Listed before the
+    telemetry middleware, so it wraps it."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        record = msg.raw_message
+        if isinstance(record, ConsumerRecord) and record.key and header(record, "traceparent") is None:
+            with ticket_root(bytes(record.key).decode(errors="replace")):
+                return await call_next(msg)
+        return await call_next(msg)
 
 
 def kafka_security(settings: Settings) -> BaseSecurity | None:
@@ -90,13 +110,19 @@ class Bus:
         self.service = settings.service
         self.producer = Producer(service=settings.service, version=__version__, instance=settings.instance)
         provider = tracer_provider or setup_tracing(settings)
+        self.tracer = trace.get_tracer("agentbus.bus", tracer_provider=provider)
+        meter_provider = setup_metrics(settings)
+        self.metrics = BusMetrics(settings.service)
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"agentbus-{settings.service}",
             acks="all",
             enable_idempotence=settings.kafka_idempotence,
             security=kafka_security(settings),
-            middlewares=[KafkaTelemetryMiddleware(tracer_provider=provider)],
+            middlewares=[
+                TicketRootMiddleware,
+                KafkaTelemetryMiddleware(tracer_provider=provider, meter_provider=meter_provider),
+            ],
             # Topics are created by `agentbus up` / deployment, never by a typo in a consumer.
             allow_auto_create_topics=False,
             # How soon a changed partition count is seen (consumers rebalance onto it), and how often
@@ -169,22 +195,25 @@ class Bus:
         return consumer_group(self.service, spec, self.settings.topic_prefix)
 
     async def publish(self, event: Event) -> None:
-        """Publish and wait for the broker's acknowledgement (acks=all)."""
+        """Publish and wait for the broker's acknowledgement (acks=all).
+
+        The telemetry middleware puts the trace context in the record's headers: the handler's span
+        when called from one, else (an HTTP request, a timer) the trace the event's envelope names.
+        An envelope without context gets the current one, for the hops headers do not reach: a
+        decision taken over HTTP later, a re-drive from the audit store. One with context is never
+        changed: a redelivered handler republishes its stored outputs exactly as they were."""
         spec = TOPIC_FOR_TYPE[event.type]
         key = message_key(event)
-        headers = {"type": event.type, "version": str(event.version)}
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        traceparent = carrier.get("traceparent") or event.traceparent
-        if traceparent:
-            headers["traceparent"] = traceparent
-        await self.broker.publish(
-            dumps(event),
-            self.topic(spec),
-            key=key.encode() if key else None,
-            partition=fixed_partition(spec),
-            headers=headers,
-        )
+        with continued(event.traceparent, event.ticket_id):
+            if event.traceparent is None and (traceparent := current_traceparent()):
+                event = event.model_copy(update={"traceparent": traceparent})
+            await self.broker.publish(
+                dumps(event),
+                self.topic(spec),
+                key=key.encode() if key else None,
+                partition=fixed_partition(spec),
+                headers={"type": event.type, "version": str(event.version)},
+            )
 
     def _consumer_options(self) -> dict[str, Any]:
         return {
@@ -218,11 +247,14 @@ class Bus:
         *,
         group: str,
         max_records: int = 500,
+        span_per_record: bool = False,
     ) -> None:
         """Consume several topics in batches of raw records; commit after the handler returns.
 
         A failing batch is retried (seek back) with capped backoff and never dead-lettered: this is
-        for sinks such as the audit store, which must not drop anything.
+        for sinks such as the audit store, which must not drop anything. With `span_per_record`,
+        each record gets a span in its own ticket's trace (the batch's span, from the telemetry
+        middleware, belongs to no ticket).
         """
         guard = LostLogGuard(self.settings.kafka_metadata_max_age_ms / 1000)
         subscriber = self.broker.subscriber(
@@ -241,20 +273,70 @@ class Bus:
         async def consume_batch(msg: KafkaMessage) -> None:
             nonlocal failures
             records = list(msg.raw_message)  # type: ignore[arg-type]
+            started = time.perf_counter()
+            spans = [s for r in records if (s := self._record_span(r))] if span_per_record else []
             try:
                 await handler(records)
-            except Exception:
+            except Exception as exc:
                 failures += 1
                 log.exception("batch of %d failed (try %d); retrying", len(records), failures)
+                for span in spans:
+                    span.record_exception(exc)
+                    span.set_status(trace.StatusCode.ERROR, "batch failed; retried")
+                    span.end()
+                self.metrics.handled("*", "batch", "retry", time.perf_counter() - started)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 await msg.nack()
                 return
             failures = 0
             await msg.ack()
+            for span in spans:
+                span.end()
+            self.metrics.handled("*", "batch", "ok", time.perf_counter() - started)
+            prefix = self.settings.topic_prefix
+            for r in records:
+                self.metrics.processed.add(
+                    1,
+                    {
+                        "service": self.service,
+                        "topic": r.topic.removeprefix(prefix),
+                        "event_type": header(r, "type") or "unknown",
+                        "outcome": "ok",
+                    },
+                )
+
+    def _record_span(self, record: ConsumerRecord[Any, Any]) -> trace.Span | None:
+        """A span for one record of a batch, a child of the span that published it. A record
+        without context (a ticket as upstream sent it) gets none: the stage that acts on it starts
+        the ticket's trace, and a second root here would split it."""
+        carrier = {k: bytes(v).decode(errors="replace") for k, v in record.headers or ()}
+        parent = _PROPAGATOR.extract(carrier, otel_context.Context())
+        if not trace.get_current_span(parent).get_span_context().is_valid:
+            return None
+        key = bytes(record.key).decode(errors="replace") if record.key else ""
+        return self.tracer.start_span(
+            f"{record.topic} record",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.destination.partition": record.partition,
+                "messaging.kafka.message.offset": record.offset,
+                "messaging.kafka.message.key": key,
+            },
+        )
 
     async def _process(self, msg: Any, handler: Handler) -> None:
         record: ConsumerRecord[Any, Any] = msg.raw_message
         key = (record.topic, record.partition, record.offset)
+        started = time.perf_counter()
+        topic = record.topic.removeprefix(self.settings.topic_prefix)
+        event_type = header(record, "type") or "unknown"
+
+        def settled(outcome: str) -> None:
+            self.metrics.handled(topic, event_type, outcome, time.perf_counter() - started)
+
         target = header(record, REDRIVE_FOR_HEADER)
         # A re-drive for `executor` is for every executor-<group> process.
         if target is not None and target != self.service and not self.service.startswith(f"{target}-"):
@@ -271,7 +353,10 @@ class Bus:
             except DecodeError as exc:
                 await self.dead_letter(record, exc.kind, str(exc))
                 await msg.ack()
+                settled("dead_lettered")
                 return
+            event_type = event.type
+            annotate(trace.get_current_span(), event)
             try:
                 outputs = await handler(event)
                 for output in outputs:
@@ -282,13 +367,18 @@ class Bus:
                     log.warning("%s@%s:%s failed (attempt %d): %r", *key, attempts, exc)
                     await asyncio.sleep(self.settings.handler_backoff_ms / 1000 * 2 ** (attempts - 1))
                     await msg.nack()
+                    settled("retry")
                     return
                 log.error("%s@%s:%s failed %d times, dead-lettering: %r", *key, attempts, exc)
                 await self.dead_letter(
                     record, "handler_failed", f"{type(exc).__name__}: {exc}", attempts=attempts
                 )
+                outcome = "dead_lettered"
+            else:
+                outcome = "ok"
             self._attempts.pop(key, None)
             await msg.ack()
+            settled(outcome)
         except Exception:
             # Could not even dead-letter (broker gone?): rewind so the message is not lost.
             log.exception("could not settle %s@%s:%s; will be redelivered", *key)
@@ -318,6 +408,24 @@ class Bus:
         )
         log.warning("dead-lettered %s@%s:%s: %s", record.topic, record.partition, record.offset, reason)
         await self.publish(event)
+        self.metrics.dead_letter(record.topic.removeprefix(self.settings.topic_prefix), kind)
+
+
+def annotate(span: trace.Span, event: Event) -> None:
+    """The ticket and event on the span that handles it (find a ticket's trace by attribute)."""
+    span.set_attributes(
+        {
+            k: v
+            for k, v in {
+                "agentbus.ticket_id": event.ticket_id,
+                "agentbus.tenant_id": event.tenant_id,
+                "agentbus.event_id": event.event_id,
+                "agentbus.event_type": event.type,
+                "agentbus.step": event.step,
+            }.items()
+            if v is not None
+        }
+    )
 
 
 def mark_ready(settings: Settings) -> None:

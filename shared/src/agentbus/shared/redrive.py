@@ -16,10 +16,12 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
 from uuid6 import uuid7
 
 from .bus import REDRIVE_FOR_HEADER, REDRIVE_HEADER, client_security_kwargs
 from .settings import Settings
+from .telemetry import continued, current_traceparent
 from .topics import SERVICE_TOPICS, TOPIC_FOR_TYPE, topic_name
 
 # Never republished, whatever the selection.
@@ -165,7 +167,23 @@ class Redriver:
                 report.tickets.add(stored.ticket_id)
             if dry_run:
                 continue
-            pending.append((stored, await self.producer.send(topic, **record(stored, headers))))
+            # A span in the ticket's trace (the one the stored envelope names): the stage that
+            # reprocesses the record continues from it.
+            with (
+                continued(stored.event.get("traceparent"), stored.ticket_id),
+                _TRACER.start_as_current_span(
+                    f"redrive {stored.type}",
+                    kind=trace.SpanKind.PRODUCER,
+                    attributes={
+                        "agentbus.redrive.run_id": report.run_id,
+                        "agentbus.event_id": stored.event_id,
+                        "agentbus.ticket_id": stored.ticket_id or "",
+                        "messaging.destination.name": topic,
+                    },
+                ),
+            ):
+                sent = await self.producer.send(topic, **record(stored, headers))
+            pending.append((stored, sent))
         for stored, sent in pending:
             meta = await sent  # every record acknowledged before the run reports success
             if stored.ticket_id:
@@ -175,11 +193,12 @@ class Redriver:
 
 
 def record(stored: StoredEvent, extra_headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
-    """The producer arguments for one stored event: its JSON, keyed and headed as Bus.publish does."""
+    """The producer arguments for one stored event: its JSON, keyed and headed as Bus.publish does;
+    the trace context is the active span's, else the one the event carries."""
     event = stored.event
     headers = [("type", stored.type.encode()), ("version", str(event["version"]).encode())]
-    if event.get("traceparent"):
-        headers.append(("traceparent", str(event["traceparent"]).encode()))
+    if traceparent := current_traceparent() or event.get("traceparent"):
+        headers.append(("traceparent", str(traceparent).encode()))
     return {
         "value": orjson.dumps(event),
         "key": stored.ticket_id.encode() if stored.ticket_id else None,
@@ -194,6 +213,9 @@ async def _aiter(events: AsyncIterator[StoredEvent] | Iterable[StoredEvent]) -> 
     else:
         for e in events:
             yield e
+
+
+_TRACER = trace.get_tracer("agentbus.redrive")
 
 
 def new_run_id() -> str:

@@ -78,7 +78,13 @@ class Settings(BaseSettings):
     prompts_dir: Path = Path("prompts")
     # Master key that wraps each data subject's PII key (32 bytes, created on first use).
     pii_key_file: Path | None = None
+    # Traces (and metrics) to a collector with "otlp": OTEL_EXPORTER_OTLP_ENDPOINT says where.
     otel_exporter: Literal["none", "console", "otlp"] = "none"
+    # Prometheus endpoint (/metrics) of this process; None = none. The embedded stack gives each
+    # process its own port from this one up (see agentbus.cli.runtime.Supervisor).
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_export_interval_s: float = 15.0  # OTLP metric export period
 
     console_host: str = "127.0.0.1"
     console_port: int = 8080

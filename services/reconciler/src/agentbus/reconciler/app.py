@@ -16,9 +16,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from agentbus.shared.bus import ensure_topics, mark_ready
 from agentbus.shared.db import open_pool
+from agentbus.shared.metrics import LagGauge, setup_metrics
 from agentbus.shared.redrive import Redriver, RedriveReport, StoredEvent, new_run_id
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
+from agentbus.shared.telemetry import setup_tracing
+from agentbus.shared.tools import load_registry
 
 from . import store
 from .broker import BrokerLog, RecordState, consumer_groups
@@ -153,6 +156,10 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # each look re-assigns a partition
     settings = Settings(service="reconciler")
+    setup_tracing(settings)  # re-drives are spans in their tickets' traces
+    setup_metrics(settings)
+    # The reconciler watches every stage, so it reports their consumer lag, a dead one's too.
+    lag = LagGauge(settings, stage_processes(settings), asyncio.get_running_loop(), min_interval_s=5.0)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -178,4 +185,12 @@ async def main() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), settings.reconcile_interval_s)
     finally:
+        await lag.close()
         await pool.close()
+
+
+def stage_processes(settings: Settings) -> list[str]:
+    """The services whose consumer lag is reported, named as `agentbus up` runs them (an executor
+    per tool group)."""
+    executors = [f"executor-{g}" for g in load_registry(settings.tools_dir).groups()]
+    return ["intake", "planner", "policy", *executors, "verifier", "escalation", "trace-sink"]

@@ -23,7 +23,8 @@ async def write_batch(records: list[Any]) -> None:
         await checkpoints.note(head)
 
 
-bus.subscribe_batch(topics.ALL_TOPICS, write_batch, group="trace-sink")
+# A span per record: the audit write shows in each ticket's trace.
+bus.subscribe_batch(topics.ALL_TOPICS, write_batch, group="trace-sink", span_per_record=True)
 app = bus.app()
 
 

@@ -6,6 +6,7 @@ import builtins
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
+from opentelemetry import propagate
 from pydantic import BaseModel, ConfigDict, Field
 from uuid6 import uuid7
 
@@ -64,13 +65,16 @@ class Event(Model):
             cls.VERSION = version_default
 
     def answer(self, event_cls: builtins.type[E], payload: Any, producer: Producer, **envelope: Any) -> E:
-        """Build the next event of this ticket, caused by this one."""
+        """Build the next event of this ticket, caused by this one. Its trace context is the span
+        building it (a handler's), else this event's: the ticket's trace either way."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
         fields: dict[str, Any] = {
             "ticket_id": self.ticket_id,
             "tenant_id": self.tenant_id,
             "causation_id": self.event_id,
             "step": self.step + 1,
-            "traceparent": self.traceparent,
+            "traceparent": carrier.get("traceparent") or self.traceparent,
             "policy_version": self.policy_version,
             "prompt_version": self.prompt_version,
             "model": self.model,
