@@ -326,3 +326,31 @@ def test_loop_cap_and_rate_limit_are_typed_denials(rig: Rig) -> None:
     assert loop[12:] == [["limit.tool_calls"]] * 2
     assert burst[:60] == [["refund.autonomous"]] * 60
     assert burst[60:] == [["rate.exceeded"]] * 2
+
+
+def test_only_an_allow_spends_the_rate_limit(rig: Rig) -> None:
+    """A refund waiting for approval runs nothing: 60 of them leave the minute's 60 refunds untouched,
+    so the approved ones and the autonomous ones after them are not refused for the rate."""
+    rig.policy.bundles = BundleSet(REPO / "policies")
+
+    def refund(order: str, cents: int) -> ActionProposedV1:
+        t = f"T-{uuid.uuid4().hex[:8]}"
+        proposal = Proposal(
+            action_id=f"act-{t}-1",
+            workflow="refunds",
+            agent="agent:refunds",
+            tool="payments.issue_refund",
+            args={"order_id": order, "amount_cents": cents, "currency": "USD"},
+            idempotency_key=f"acme:{t}:1:payments.issue_refund",
+        )
+        return ActionProposedV1(ticket_id=t, tenant_id="acme", producer=PLANNER, payload=proposal)
+
+    async def run() -> tuple[list[str], list[list[str]]]:
+        await rig.pool.execute(RESET)
+        held = [(await rig.policy.on_action_proposed(refund("ORD-1002", 4000)))[0] for _ in range(60)]
+        after = [(await rig.policy.on_action_proposed(refund("ORD-1003", 1)))[0] for _ in range(60)]
+        return [d.payload.verdict for d in held], [d.payload.rule_ids for d in after]
+
+    held, after = rig.loop.run_until_complete(run())
+    assert held == ["needs_approval"] * 60
+    assert after == [["refund.autonomous"]] * 60

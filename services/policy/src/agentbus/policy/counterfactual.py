@@ -283,7 +283,7 @@ class Replay:
         tenant, at = event.tenant_id or "", event.occurred_at
         per_minute = bundle.rate_limits.get(proposal.tool)
         if (
-            evaluation.verdict != "deny"
+            evaluation.verdict == "allow"
             and per_minute
             and not self.quotas.take_rate(tenant, proposal.tool, at, per_minute)
         ):

@@ -128,8 +128,11 @@ class PolicyHandlers:
                             bundle, LIMIT_RULES[over], f"Task limit {over} reached"
                         )
                 per_minute = bundle.rate_limits.get(proposal.tool)
+                # The rate limits calls: only an allow spends a token. A needs_approval spends its
+                # token when the approval turns it into an allow, not twice (which halved the rate
+                # for approved actions and escalated approved refunds in a busy minute).
                 if (
-                    evaluation.verdict != "deny"
+                    evaluation.verdict == "allow"
                     and per_minute
                     and not await tx.take_rate(tenant, proposal.tool, per_minute)
                 ):
