@@ -64,6 +64,7 @@ async def sql_kpis(database_url: str, start: datetime, end: datetime) -> dict[st
         row = dict(await conn.fetchrow(KPI_SQL, start, end))
     finally:
         await conn.close()
+    row["cost_microdollars"] = int(row["cost_microdollars"])  # sum(bigint) is numeric
     for name in ("latency_p50_s", "latency_p95_s"):
         row[name] = None if row[name] is None else float(row[name])
     finished, resolved = row["finished"], row["resolved"]
