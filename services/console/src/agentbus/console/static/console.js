@@ -144,7 +144,8 @@ async function showTimeline(ticketId) {
   $("#steps tbody").innerHTML = t.steps.map((s) => `
     <tr data-step="${esc(s.type)}"><td>${s.n}</td><td>+${s.offset_ms} ms</td>
       <td>${s.latency_ms === null ? "" : `+${s.latency_ms} ms`}</td>
-      <td><b>${esc(s.type)}</b><br><small>${esc(s.summary)}</small></td><td>${esc(s.producer)}</td>
+      <td><b>${esc(s.type)}</b>${s.verdict || s.type === "action.executed" ? "" : `<br><small>${esc(s.summary)}</small>`}</td>
+      <td>${esc(s.producer)}</td>
       <td>${decisionCell(s)}</td><td>${resultCell(s)}</td><td>${s.cost_microdollars ? usd(s.cost_microdollars) : ""}</td></tr>`).join("");
 }
 
@@ -161,7 +162,10 @@ function spark(values, width = 120, height = 28) {
     d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)} `;
     pen = true;
   });
-  return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><path d="${d}"/></svg>`;
+  // Mark the latest figure: with data in one bucket only there is no line to draw.
+  const last = values.length - 1 - [...values].reverse().findIndex((v) => v !== null && v !== undefined);
+  const dot = last < values.length ? `<circle cx="${x(last).toFixed(1)}" cy="${y(values[last]).toFixed(1)}" r="2"/>` : "";
+  return `<svg class="spark" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}"><path d="${d}"/>${dot}</svg>`;
 }
 
 const pct = (v) => (v === null ? "n/a" : `${(v * 100).toFixed(1)}%`);
