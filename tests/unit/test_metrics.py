@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from agentbus.cli.runtime import Supervisor, free_port
+from agentbus.console.gauges import GAUGES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,17 +22,29 @@ REPO = Path(__file__).resolve().parents[2]
 PROCESS = textwrap.dedent(
     """
     import sys, time
+    from datetime import UTC, datetime
     from opentelemetry import metrics
     from opentelemetry.metrics import Observation
     from agentbus.shared.metrics import BusMetrics, setup_metrics
     from agentbus.shared.settings import Settings
 
+    from agentbus.console.gauges import KpiGauges
+    from agentbus.shared.kpis import KpiLedger
+
     setup_metrics(Settings(service="console"))  # port from AGENTBUS_METRICS_PORT
     meter = metrics.get_meter("agentbus.console")
-    meter.create_observable_gauge("agentbus_kpi_coverage", callbacks=[lambda _: [Observation(0.75)]])
-    meter.create_observable_gauge(
-        "agentbus_kpi_latency_p95_seconds", unit="s", callbacks=[lambda _: [Observation(2.5)]]
-    )
+    meter.create_observable_gauge("agentbus_test_gauge", unit="s", callbacks=[lambda _: [Observation(2.5)]])
+    # The console's own gauges, on one resolved ticket that cost $0.25.
+    ledger = KpiLedger()
+    for n, kind, payload in (
+        (1, "ticket.received", {}),
+        (2, "task.classified", {"workflow": "refunds"}),
+        (3, "task.finished", {"outcome": "resolved", "usage": {"cost_microdollars": 250000}}),
+    ):
+        at = datetime.now(UTC).isoformat()
+        event = {"event_id": str(n), "type": kind, "ticket_id": "T-1", "occurred_at": at}
+        ledger.add(event | {"payload": payload})
+    KpiGauges(ledger, window_s=3600).register()
     bus = BusMetrics("planner")
     bus.handled("agentbus.tasks.classified.v1", "task.classified", "ok", 0.02)
     bus.handled("agentbus.tasks.classified.v1", "task.classified", "dead_lettered", 0.5)
@@ -73,8 +86,14 @@ def test_the_prometheus_endpoint_serves_bus_metrics_and_kpis_registered_through_
         assert len(found) == 1, (name, labels, [ln for ln in lines if ln.startswith(name)])
         return found[0]
 
-    assert value("agentbus_kpi_coverage", service_name="agentbus-console") == 0.75
-    assert value("agentbus_kpi_latency_p95_seconds") == 2.5
+    assert value("agentbus_test_gauge_seconds", service_name="agentbus-console") == 2.5
+    # Every KPI gauge under exactly the name the Grafana dashboard queries (no unit suffix).
+    assert value("agentbus_kpi_coverage", service_name="agentbus-console") == 1.0
+    assert value("agentbus_kpi_automation_rate") == 1.0
+    assert value("agentbus_kpi_escalation_rate") == 0.0
+    assert value("agentbus_kpi_cost_per_resolved_usd") == 0.25
+    assert value("agentbus_kpi_latency_p95_seconds") >= 0.0
+    assert {ln.split("{")[0] for ln in lines if ln.startswith("agentbus_kpi_")} == set(GAUGES)
     stage = {"service": "planner", "topic": "agentbus.tasks.classified.v1", "event_type": "task.classified"}
     assert value("agentbus_events_processed_total", outcome="ok", **stage) == 1
     assert value("agentbus_events_processed_total", outcome="dead_lettered", **stage) == 1

@@ -17,7 +17,12 @@ GAUGES = {
     "agentbus_kpi_automation_rate": ("automation_rate", "1", "finished tickets resolved with no human"),
     "agentbus_kpi_escalation_rate": ("escalation_rate", "1", "finished tickets escalated to a human"),
     "agentbus_kpi_verifier_failures": ("verifier_failures", "{failure}", "failed verifications"),
-    "agentbus_kpi_cost_per_resolved_usd": ("cost_per_resolved_usd", "USD", "model cost per resolved ticket"),
+    # "{USD}", not "USD": the Prometheus exporter appends a plain unit to the name (…_usd_USD).
+    "agentbus_kpi_cost_per_resolved_usd": (
+        "cost_per_resolved_usd",
+        "{USD}",
+        "model cost per resolved ticket",
+    ),
     "agentbus_kpi_latency_p50_seconds": ("latency_p50_s", "s", "received to finished, median"),
     "agentbus_kpi_latency_p95_seconds": ("latency_p95_s", "s", "received to finished, 95th percentile"),
 }
