@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from agentbus.shared.events import (
@@ -172,3 +173,28 @@ def allowed(
         capability=signer.issue(proposal, tenant_id),
     )
     return ActionDecidedV1(ticket_id=ticket_id, tenant_id=tenant_id, producer=PRODUCER, payload=decision)
+
+
+def approval_row(decision: ActionDecidedV1, now: datetime, **overrides: Any) -> dict[str, Any]:
+    """A pending escalation.approvals row for a needs_approval `decision`, created at `now`."""
+    data: dict[str, Any] = {
+        "id": "AP-0123456789",
+        "action_id": decision.payload.proposal.action_id,
+        "ticket_id": "T-1",
+        "tenant_id": "acme",
+        "proposal": decision.payload.proposal.model_dump(mode="json"),
+        "preview": "payments.issue_refund as agent:refunds\n+ amount_cents = 4000",
+        "required_role": "refund-approver",
+        "reason": "Needs approval under §3.2",
+        "status": "pending",
+        "created_at": now,
+        "expires_at": now + timedelta(hours=1),
+        "decision_event": decision.model_dump(mode="json"),
+        "approver": None,
+        "decided_reason": None,
+        "decided_at": None,
+        "outcome_event": None,
+        "published": False,
+    }
+    data.update(overrides)
+    return data

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,34 +93,11 @@ def needs_approval() -> ActionDecidedV1:
     )
 
 
-def approval_row(decision: ActionDecidedV1) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "id": "AP-0123456789",
-        "action_id": decision.payload.proposal.action_id,
-        "ticket_id": "T-1",
-        "tenant_id": "acme",
-        "proposal": decision.payload.proposal.model_dump(mode="json"),
-        "preview": "payments.issue_refund as agent:refunds\n+ amount_cents = 4000",
-        "required_role": "refund-approver",
-        "reason": "Needs approval under §3.2",
-        "status": "pending",
-        "created_at": now,
-        "expires_at": now + timedelta(hours=1),
-        "decision_event": decision.model_dump(mode="json"),
-        "approver": None,
-        "decided_reason": None,
-        "decided_at": None,
-        "outcome_event": None,
-        "published": False,
-    }
-
-
 class Harness:
     def __init__(self) -> None:
         self.published: list[Event] = []
         decision = needs_approval()
-        self.store = MemoryApprovals([approval_row(decision)])
+        self.store = MemoryApprovals([builders.approval_row(decision, datetime.now(UTC))])
         identities = Identities.load(REPO / "policies" / "identities.toml")
         desk = ApprovalDesk(self.record, builders.PRODUCER, self.store)
         escalation = create_api(desk, identities)

@@ -17,7 +17,7 @@ from agentbus.escalation.desk import ApprovalDesk
 from agentbus.escalation.openapi import SPEC
 from agentbus.shared.events import ActionDecidedV1, Decision, Event
 from agentbus.shared.identities import Identities, Identity, IdentityError, bearer_token
-from builders import PRODUCER, proposal
+from builders import PRODUCER, approval_row, proposal
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
@@ -52,28 +52,7 @@ DECISION = needs_approval()
 
 
 def row(**overrides: Any) -> dict[str, Any]:
-    decision = DECISION
-    data: dict[str, Any] = {
-        "id": "AP-0123456789",
-        "action_id": decision.payload.proposal.action_id,
-        "ticket_id": "T-1",
-        "tenant_id": "acme",
-        "proposal": decision.payload.proposal.model_dump(mode="json"),
-        "preview": "payments.issue_refund as agent:refunds\n+ amount_cents = 4000",
-        "required_role": "refund-approver",
-        "reason": "Needs approval under §3.2",
-        "status": "pending",
-        "created_at": NOW,
-        "expires_at": NOW + timedelta(hours=1),
-        "decision_event": decision.model_dump(mode="json"),
-        "approver": None,
-        "decided_reason": None,
-        "decided_at": None,
-        "outcome_event": None,
-        "published": False,
-    }
-    data.update(overrides)
-    return data
+    return approval_row(DECISION, NOW, **overrides)
 
 
 # --- identities ---------------------------------------------------------------------------------
