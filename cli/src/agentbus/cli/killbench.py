@@ -187,7 +187,9 @@ async def run(
         await asyncio.sleep(hold_s)
         after = watch.effects(since=switched)
         halt_ms = (max(after) - switched) * 1000 if after else 0.0
-        quiet_before_ms = (switched - max(t for t in watch.effects() if t < switched)) * 1000
+        quiet_before_ms = (
+            switched - max((t for t in watch.effects() if t < switched), default=switched)
+        ) * 1000
         # Anything in the second half of the hold is not in-flight work finishing: the halt failed.
         while_held = len(watch.effects(since=switched + hold_s / 2))
         await client.publish(
