@@ -175,6 +175,19 @@ def allowed(
     return ActionDecidedV1(ticket_id=ticket_id, tenant_id=tenant_id, producer=PRODUCER, payload=decision)
 
 
+def needs_approval(**envelope: Any) -> ActionDecidedV1:
+    """The decider's needs_approval for a $40 refund of ORD-1002 (§3.2, a refund approver)."""
+    decision = Decision(
+        proposal=proposal(args={"order_id": "ORD-1002", "amount_cents": 4000, "currency": "USD"}),
+        verdict="needs_approval",
+        rule_ids=["refund.needs_approval"],
+        reason="Needs approval under §3.2",
+        approver_role="refund-approver",
+    )
+    fields: dict[str, Any] = {"ticket_id": "T-1", "tenant_id": TENANT, "policy_version": "sha256:abc"}
+    return ActionDecidedV1(producer=PRODUCER, payload=decision, **(fields | envelope))
+
+
 def approval_row(decision: ActionDecidedV1, now: datetime, **overrides: Any) -> dict[str, Any]:
     """A pending escalation.approvals row for a needs_approval `decision`, created at `now`."""
     data: dict[str, Any] = {

@@ -21,10 +21,8 @@ from agentbus.escalation.api import create_api
 from agentbus.escalation.desk import ApprovalDesk
 from agentbus.shared.control import SwitchBoard
 from agentbus.shared.events import (
-    ActionDecidedV1,
     ApprovalDecidedV1,
     ControlSwitchV1,
-    Decision,
     Event,
     TaskFinishedV2,
     TicketReceivedV1,
@@ -76,27 +74,10 @@ class MemoryApprovals:
         self.rows[approval_id]["published"] = True
 
 
-def needs_approval() -> ActionDecidedV1:
-    prop = builders.proposal(args={"order_id": "ORD-1002", "amount_cents": 4000, "currency": "USD"})
-    return ActionDecidedV1(
-        ticket_id="T-1",
-        tenant_id="acme",
-        policy_version="sha256:abc",
-        producer=builders.PRODUCER,
-        payload=Decision(
-            proposal=prop,
-            verdict="needs_approval",
-            rule_ids=["refund.needs_approval"],
-            reason="Needs approval under §3.2",
-            approver_role="refund-approver",
-        ),
-    )
-
-
 class Harness:
     def __init__(self) -> None:
         self.published: list[Event] = []
-        decision = needs_approval()
+        decision = builders.needs_approval()
         self.store = MemoryApprovals([builders.approval_row(decision, datetime.now(UTC))])
         identities = Identities.load(REPO / "policies" / "identities.toml")
         desk = ApprovalDesk(self.record, builders.PRODUCER, self.store)

@@ -284,6 +284,20 @@ def test_nothing_executes_that_the_bundle_does_not_allow(
             refunded[order_id] = refunded.get(order_id, 0) + proposal.args["amount_cents"]
 
 
+def refund_on_its_own_ticket(order: str, cents: int) -> ActionProposedV1:
+    """A refund proposal of the refunds workflow, on a new ticket of tenant acme."""
+    t = f"T-{uuid.uuid4().hex[:8]}"
+    proposal = Proposal(
+        action_id=f"act-{t}-1",
+        workflow="refunds",
+        agent="agent:refunds",
+        tool="payments.issue_refund",
+        args={"order_id": order, "amount_cents": cents, "currency": "USD"},
+        idempotency_key=f"acme:{t}:1:payments.issue_refund",
+    )
+    return ActionProposedV1(ticket_id=t, tenant_id="acme", producer=PLANNER, payload=proposal)
+
+
 def test_loop_cap_and_rate_limit_are_typed_denials(rig: Rig) -> None:
     """A planner looping on one ticket hits the task's tool-call cap; a burst hits the rate limit.
     Both are decisions with their rule, which the planner hands to a human."""
@@ -307,17 +321,7 @@ def test_loop_cap_and_rate_limit_are_typed_denials(rig: Rig) -> None:
             loop.append(decided.payload.rule_ids)
         burst = []
         for _ in range(62):  # 60 refunds a minute per tenant; each on its own ticket
-            t = f"T-{uuid.uuid4().hex[:8]}"
-            proposal = Proposal(
-                action_id=f"act-{t}-1",
-                workflow="refunds",
-                agent="agent:refunds",
-                tool="payments.issue_refund",
-                args={"order_id": "ORD-1003", "amount_cents": 1, "currency": "USD"},
-                idempotency_key=f"acme:{t}:1:payments.issue_refund",
-            )
-            event = ActionProposedV1(ticket_id=t, tenant_id="acme", producer=PLANNER, payload=proposal)
-            [decided] = await rig.policy.on_action_proposed(event)
+            [decided] = await rig.policy.on_action_proposed(refund_on_its_own_ticket("ORD-1003", 1))
             burst.append(decided.payload.rule_ids)
         return loop, burst
 
@@ -333,22 +337,16 @@ def test_only_an_allow_spends_the_rate_limit(rig: Rig) -> None:
     so the approved ones and the autonomous ones after them are not refused for the rate."""
     rig.policy.bundles = BundleSet(REPO / "policies")
 
-    def refund(order: str, cents: int) -> ActionProposedV1:
-        t = f"T-{uuid.uuid4().hex[:8]}"
-        proposal = Proposal(
-            action_id=f"act-{t}-1",
-            workflow="refunds",
-            agent="agent:refunds",
-            tool="payments.issue_refund",
-            args={"order_id": order, "amount_cents": cents, "currency": "USD"},
-            idempotency_key=f"acme:{t}:1:payments.issue_refund",
-        )
-        return ActionProposedV1(ticket_id=t, tenant_id="acme", producer=PLANNER, payload=proposal)
-
     async def run() -> tuple[list[str], list[list[str]]]:
         await rig.pool.execute(RESET)
-        held = [(await rig.policy.on_action_proposed(refund("ORD-1002", 4000)))[0] for _ in range(60)]
-        after = [(await rig.policy.on_action_proposed(refund("ORD-1003", 1)))[0] for _ in range(60)]
+        held = [
+            (await rig.policy.on_action_proposed(refund_on_its_own_ticket("ORD-1002", 4000)))[0]
+            for _ in range(60)
+        ]
+        after = [
+            (await rig.policy.on_action_proposed(refund_on_its_own_ticket("ORD-1003", 1)))[0]
+            for _ in range(60)
+        ]
         return [d.payload.verdict for d in held], [d.payload.rule_ids for d in after]
 
     held, after = rig.loop.run_until_complete(run())

@@ -15,9 +15,9 @@ from agentbus.escalation import approvals
 from agentbus.escalation.api import create_api
 from agentbus.escalation.desk import ApprovalDesk
 from agentbus.escalation.openapi import SPEC
-from agentbus.shared.events import ActionDecidedV1, Decision, Event
+from agentbus.shared.events import Event
 from agentbus.shared.identities import Identities, Identity, IdentityError, bearer_token
-from builders import PRODUCER, approval_row, proposal
+from builders import PRODUCER, approval_row, needs_approval
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
@@ -29,26 +29,7 @@ ALICE = Identity("user:alice", frozenset({"refund-approver", "it-approver", "app
 BOB = Identity("user:bob", frozenset({"viewer"}))
 
 
-def needs_approval() -> ActionDecidedV1:
-    prop = proposal(args={"order_id": "ORD-1002", "amount_cents": 4000, "currency": "USD"})
-    return ActionDecidedV1(
-        ticket_id="T-1",
-        tenant_id="acme",
-        step=7,
-        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        policy_version="sha256:abc",
-        producer=PRODUCER,
-        payload=Decision(
-            proposal=prop,
-            verdict="needs_approval",
-            rule_ids=["refund.needs_approval"],
-            reason="Needs approval under §3.2",
-            approver_role="refund-approver",
-        ),
-    )
-
-
-DECISION = needs_approval()
+DECISION = needs_approval(step=7, traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 
 
 def row(**overrides: Any) -> dict[str, Any]:
