@@ -70,8 +70,9 @@ def status_of(page: Page, ticket_id: str):  # type: ignore[no-untyped-def]
     return page.locator(f'tr[data-ticket="{ticket_id}"] td.status')
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `make chromium` installs Debian's")
 async def test_the_console_in_a_browser(stack: Stack) -> None:
+    # A missing browser fails the test rather than skipping it: `make test` installs it first.
+    assert CHROMIUM is not None, "no chromium on PATH: `make chromium` installs Debian's"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as p:
         # Root in a container has no user namespaces for chromium's sandbox.
