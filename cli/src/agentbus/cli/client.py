@@ -14,6 +14,7 @@ from agentbus.shared.events import Event, Producer, TicketReceived, TicketReceiv
 from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
+from agentbus.shared.validation import problems
 from agentbus.trace_sink.store import ticket_events
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
@@ -29,10 +30,7 @@ def ticket_event(data: dict[str, Any]) -> TicketReceivedV1:
     try:
         ticket = TicketReceived.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise BadTicket(f"not a valid ticket (tickets.received v1): {problems}") from exc
+        raise BadTicket(f"not a valid ticket (tickets.received v1): {problems(exc)}") from exc
     return TicketReceivedV1(
         ticket_id=ticket.ticket_id,
         tenant_id=ticket.tenant_id,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .validation import problems
+
 log = logging.getLogger("agentbus.identities")
 
 
@@ -80,10 +82,7 @@ class Identities:
         try:
             data = _File.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-            )
-            raise IdentityError(f"{source}: {problems}") from exc
+            raise IdentityError(f"{source}: {problems(exc)}") from exc
         by_digest: dict[str, Identity] = {}
         for entry in data.identities:
             digest = entry.digest()

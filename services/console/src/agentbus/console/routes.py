@@ -17,6 +17,7 @@ from agentbus.shared.control import SCOPES, SwitchBoard, normalise_target, switc
 from agentbus.shared.events import ControlSwitchV1, Event, Producer
 from agentbus.shared.kpis import KpiLedger
 from agentbus.shared.status import ticket_status
+from agentbus.shared.validation import problems
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
@@ -71,10 +72,7 @@ async def parse(request: Request, model: type[BaseModel], example: str) -> Any:
     try:
         return model.model_validate_json(await request.body() or b"{}")
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise BadRequest(f"expected a JSON object like {example} ({problems})") from exc
+        raise BadRequest(f"expected a JSON object like {example} ({problems(exc, root='body')})") from exc
 
 
 def window_of(request: Request) -> tuple[datetime, datetime]:

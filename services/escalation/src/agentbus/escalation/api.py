@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from agentbus.shared.identities import Identities, Identity, bearer_token
+from agentbus.shared.validation import problems
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -88,11 +89,8 @@ def create_api(
             try:
                 body = model.model_validate_json(raw or b"{}")
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-                )
                 expected = 'a JSON object like {"reason": "…"}'
-                return error(400, "bad_request", f"expected {expected} ({problems})")
+                return error(400, "bad_request", f"expected {expected} ({problems(exc, root='body')})")
             approval = await desk.decide(
                 request.path_params["approval_id"], identity, approve=approve, reason=body.reason
             )

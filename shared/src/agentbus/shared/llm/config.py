@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..events import Usage
+from ..validation import problems
 
 
 class _Strict(BaseModel):
@@ -97,7 +98,4 @@ def load_models(path: Path) -> ModelsConfig:
     try:
         return ModelsConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ModelsFileError(f"{path}: {problems}") from exc
+        raise ModelsFileError(f"{path}: {problems(exc, root='(top level)')}") from exc
