@@ -32,6 +32,7 @@ from . import (
     switches,
     tools,
 )
+from .evals.command import command as evals_command
 from .options import DEFAULT_STATE, StateDir, connection, fail
 from .runtime import RuntimeInfo
 from .stack import Stack, repo_root
@@ -45,6 +46,7 @@ app.add_typer(replay.app, name="replay")
 REPLAY_MODULES = (counterfactual, redrive)
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
+app.command("eval")(evals_command)
 app.command("model-server")(model_server.command)
 app.command("export")(audit.export_cmd)
 app.command("kill")(switches.kill)

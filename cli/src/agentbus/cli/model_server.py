@@ -106,6 +106,11 @@ class Scenario(BaseModel):
 
     name: str = Field(min_length=1)
     match: str | None = Field(None, description="regex that selects the scenario; none = the fallback")
+    match_tool: str | None = Field(
+        None,
+        description="regex searched in tool results: once found, this scenario takes the conversation over "
+        "from its next turn (a model that obeys an instruction injected into a tool's output)",
+    )
     capture: list[str] = Field(
         default_factory=list,
         description="regexes searched in system and user messages; named groups found fill placeholders",
@@ -120,7 +125,7 @@ class Scenario(BaseModel):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("match")
+    @field_validator("match", "match_tool")
     @classmethod
     def _match_compiles(cls, value: str | None) -> str | None:
         return value if value is None else _check_regexes([value])[0]
@@ -129,6 +134,10 @@ class Scenario(BaseModel):
     @classmethod
     def _capture_compiles(cls, value: list[str]) -> list[str]:
         return _check_regexes(value)
+
+    @property
+    def fallback(self) -> bool:
+        return self.match is None and self.match_tool is None
 
     def matches(self, user_text: str) -> dict[str, str] | None:
         """Named groups of `match` in the user messages; None when it is not found there."""
@@ -150,14 +159,17 @@ class Script(BaseModel):
 
     scenario: list[Scenario]
 
-    def select(self, user_text: str) -> tuple[Scenario, dict[str, str]] | None:
-        """The first scenario whose `match` is found in the user messages, else the fallback, with the
-        match's named groups."""
+    def select(self, user_text: str, tool_text: str = "") -> tuple[Scenario, dict[str, str]] | None:
+        """The first scenario whose `match_tool` is found in the tool results, else the first whose
+        `match` is found in the user messages, else the fallback, with the match's named groups."""
+        for scenario in self.scenario:
+            if scenario.match_tool is not None and (m := re.search(scenario.match_tool, tool_text)):
+                return scenario, {k: v for k, v in m.groupdict().items() if v is not None}
         for scenario in self.scenario:
             if scenario.match is not None and (groups := scenario.matches(user_text)) is not None:
                 return scenario, groups
         for scenario in self.scenario:
-            if scenario.match is None:
+            if scenario.fallback:
                 return scenario, {}
         return None
 
@@ -196,9 +208,11 @@ def parse_script(data: Any, source: str = "script") -> Script:
     names = Counter(s.name for s in scenarios)
     if twice := [n for n, count in names.items() if count > 1]:
         raise ScriptError(f"{source}: scenario {twice[0]!r} is defined more than once")
-    fallbacks = [s.name for s in scenarios if s.match is None]
+    fallbacks = [s.name for s in scenarios if s.fallback]
     if len(fallbacks) > 1:
-        raise ScriptError(f"{source}: scenarios {fallbacks} all lack 'match'; only one fallback is allowed")
+        raise ScriptError(
+            f"{source}: scenarios {fallbacks} all lack 'match' and 'match_tool'; only one fallback is allowed"
+        )
     return Script(scenario=scenarios)
 
 
@@ -351,7 +365,7 @@ class ScriptedModel:
     def _reply(self, body: Any) -> Reply:
         messages, functions = _conversation(body)
         user_text = _texts(messages, "user")
-        chosen = self.script.select(user_text)
+        chosen = self.script.select(user_text, _texts(messages, "tool"))
         if chosen is None:
             names = ", ".join(s.name for s in self.script.scenario)
             raise ReplyError(

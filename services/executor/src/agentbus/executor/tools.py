@@ -37,6 +37,7 @@ async def get_order(pool: asyncpg.Pool, args: dict[str, Any], key: str) -> dict[
         "currency": row["currency"],
         "customer_matches": row["customer_id"] == args["customer_id"],
         "refunded_cents": int(row["refunded_cents"]),
+        "item_title": row["item_title"],
     }
 
 

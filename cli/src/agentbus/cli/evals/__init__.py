@@ -1,0 +1,1 @@
+"""Eval suites: golden and adversarial tasks through the real pipeline, scored against a baseline."""
