@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml uv.lock shared/pyproject.toml cli/pyproject.toml $(
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test test-unit check lint format schemas clean postgres chromium
+.PHONY: help install run test test-unit check lint format schemas clean postgres chromium eval bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium: ## install Debian's chromium for tests/e2e/test_console_browser.py if it is missing
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+eval: $(STAMP) postgres ## golden and adversarial eval suites on a fresh embedded stack, held to evals/baseline.json
+	$(BIN)/agentbus eval
+
+bench: $(STAMP) ## the pipeline against a bare relay on the same broker (figures, not a test)
+	$(BIN)/agentbus bench
 
 test-unit: $(STAMP) ## fast tests only (no broker, no database)
 	$(BIN)/python -m pytest -q tests/unit tests/contract

@@ -39,17 +39,28 @@ def ticket_event(data: dict[str, Any]) -> TicketReceivedV1:
     )
 
 
-async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[str, bytes]]) -> None:
-    """Publish events to their topics (or raw (key, bytes) to tickets.received, as a broken
-    upstream would) and wait for the broker's acks."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=settings.kafka_idempotence,
-        **client_security_kwargs(settings),
-    )
-    await producer.start()
-    try:
+class Publisher:
+    """One producer for many publishes (`async with Publisher(settings) as publisher:`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=settings.kafka_idempotence,
+            **client_security_kwargs(settings),
+        )
+
+    async def __aenter__(self) -> Publisher:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def publish(self, items: Sequence[Event] | Sequence[tuple[str, bytes]]) -> None:
+        """Publish events to their topics (or raw (key, bytes) to tickets.received, as a broken
+        upstream would) and wait for the broker's acks."""
         for item in items:
             if isinstance(item, Event):
                 spec = topics.TOPIC_FOR_TYPE[item.type]
@@ -58,11 +69,17 @@ async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[st
                 headers = [("type", item.type.encode()), ("version", str(item.version).encode())]
             else:
                 spec, (key, value), headers = topics.TICKETS_RECEIVED, item, []
-            topic = topics.topic_name(spec, settings.topic_prefix)
+            topic = topics.topic_name(spec, self.settings.topic_prefix)
             partition = topics.fixed_partition(spec)
-            await producer.send_and_wait(topic, value, key=key.encode(), partition=partition, headers=headers)
-    finally:
-        await producer.stop()
+            await self.producer.send_and_wait(
+                topic, value, key=key.encode(), partition=partition, headers=headers
+            )
+
+
+async def publish(settings: Settings, items: Sequence[Event] | Sequence[tuple[str, bytes]]) -> None:
+    """Publish events with a producer of their own and wait for the broker's acks."""
+    async with Publisher(settings) as publisher:
+        await publisher.publish(items)
 
 
 async def wait_for(

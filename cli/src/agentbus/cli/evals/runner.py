@@ -131,18 +131,17 @@ async def run_on(
         # tickets test what earlier ones left behind (a split refund, a spent budget).
         for ticket in task.tickets:
             if ticket.raw is not None:
-                await client.publish(settings, [(ticket.ticket_id, ticket.raw)])
+                await publisher.publish([(ticket.ticket_id, ticket.raw)])
             else:
                 assert ticket.ticket is not None
-                await client.publish(settings, wire(ticket.ticket))
-            await client.wait_for(
-                settings.database_url or "", [ticket.ticket_id], timeout=timeout, until=SETTLED
-            )
+                await publisher.publish(wire(ticket.ticket))
+            await watch.settled(ticket.ticket_id, timeout)
         done += 1
         if done == len(planned) or done * 4 // len(planned) > (done - 1) * 4 // len(planned):
             progress(f"{suite.name}: {done}/{len(planned)} tasks settled")
 
-    await asyncio.gather(*(run_task(t) for t in planned))
+    async with client.Publisher(settings) as publisher, StatusWatch(settings.database_url) as watch:
+        await asyncio.gather(*(run_task(t) for t in planned))
     # Trace sink writes asynchronously: let the last events land before reading the audit store.
     await asyncio.sleep(1.0)
     observations = await observe(settings.database_url, planned)
@@ -159,6 +158,54 @@ async def run_on(
     events = [e for o in observations.values() for t in o.tickets.values() for e in t.events]
     figures = scoring.figures(suite.name, results, events, start, end, adversarial=adversarial)
     return SuiteRun(suite.name, figures, results, time.monotonic() - started)
+
+
+class StatusWatch:
+    """Every waiting ticket's status from the audit store, in one query a poll: a task per ticket
+    polling on its own would load the database more than the run under test."""
+
+    def __init__(self, dsn: str, interval: float = 0.2) -> None:
+        self.dsn = dsn
+        self.interval = interval
+        self.waiting: dict[str, tuple[float, asyncio.Future[str]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> StatusWatch:
+        self.conn = await connect(self.dsn)
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+        await self.conn.close()
+
+    async def settled(self, ticket_id: str, timeout: float) -> str:
+        """The ticket's status once it settles, or whatever it is when the timeout passes."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting[ticket_id] = (time.monotonic() + timeout, future)
+        return await future
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            if not self.waiting:
+                continue
+            rows = await self.conn.fetch(
+                """SELECT ticket_id, event FROM audit.events
+                   WHERE ticket_id = ANY($1) AND event IS NOT NULL
+                   ORDER BY ticket_id, (event->>'step')::int, occurred_at, seq""",
+                list(self.waiting),
+            )
+            events: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                events.setdefault(row["ticket_id"], []).append(row["event"])
+            now = time.monotonic()
+            for ticket_id, (deadline, future) in list(self.waiting.items()):
+                status = ticket_status(events.get(ticket_id, []))
+                if status in SETTLED or now > deadline:
+                    del self.waiting[ticket_id]
+                    future.set_result(status)
 
 
 def wire(ticket: dict[str, Any]) -> list[Event] | list[tuple[str, bytes]]:
