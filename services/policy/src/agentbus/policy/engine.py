@@ -73,8 +73,18 @@ def request_context(
             "tenant": tenant_id or "",
             "ticket_id": ticket_id or "",
             "writes": proposal.tool in bundle.writes,
+            "requester": requester(proposal),
         }
     )
+
+
+def requester(proposal: Proposal) -> dict[str, str]:
+    """Who asked, as intake established it and the planner's own code (never the model) put it in
+    the proposal's context: the shop customer and the directory user; "" when not given."""
+    return {
+        name: value if isinstance(value := proposal.context.get(name), str) else ""
+        for name in ("customer_id", "user_id")
+    }
 
 
 def evaluate(

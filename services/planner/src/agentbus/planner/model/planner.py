@@ -228,6 +228,8 @@ class ModelPlanner:
             context={
                 "step": f"model-{state.step}",
                 "customer_id": ctx["customer_id"],
+                # The requester intake authenticated (IT access): policy holds the model's arguments to it.
+                **({"user_id": user} if isinstance(user := ctx["facts"].get("user_id"), str) else {}),
                 # Per step, in the units policy limits use; policy sums them per task.
                 "usage": {
                     "model_calls": total_step.model_calls,
