@@ -163,7 +163,7 @@ def permitted(variant: Variant, proposal: Proposal, ticket_id: str, refunded: di
             and order[0] == "acme"
             and order[2] == "delivered"
             and args["currency"] == "USD"
-            # The thresholds count what the order was already refunded (§3.1–3.3): no split refunds.
+            # The thresholds count what the order was already refunded (§3.1 to 3.3): no split refunds.
             and refunded.get(args["order_id"], 0) + amount <= limit
             and amount <= order[1] - refunded.get(args["order_id"], 0)
         )
