@@ -25,11 +25,14 @@ from .runtime import SERVICES, EmbeddedBroker, EmbeddedPostgres, Supervisor, fre
 # sat unread (tests/integration/test_reconciler.py, 1 run in 4).
 TANSU_AUTO_CREATE_PARTITIONS = 4
 
-# Tansu holds JoinGroup for half the session timeout: keep consumer starts short on it.
+# Tansu holds each JoinGroup for half the session timeout rounded up to whole seconds (3 s → 2 s,
+# 2 s → 1 s, and never less than 1 s), and a service's consumers join one after another: the planner
+# and policy, three each, set how long a stack takes to start. 2 s is the shortest timeout that still
+# shortens the hold; heartbeats four times in it keep a busy process in its group.
 EMBEDDED_BROKER_ENV = {
     "AGENTBUS_TOPIC_PARTITIONS": str(TANSU_AUTO_CREATE_PARTITIONS),
-    "AGENTBUS_CONSUMER_SESSION_TIMEOUT_MS": "3000",
-    "AGENTBUS_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+    "AGENTBUS_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+    "AGENTBUS_CONSUMER_HEARTBEAT_INTERVAL_MS": "500",
     # How soon consumers see a recreated topic, and how often they look for a lost log (lost_log.py).
     "AGENTBUS_KAFKA_METADATA_MAX_AGE_MS": "5000",
 }
