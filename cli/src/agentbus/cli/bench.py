@@ -76,7 +76,8 @@ def pipeline(
     Kafka hops (a process per hop: consume → parse → produce → commit) on the same broker.
     Prints throughput, end-to-end p50/p95/p99 and the ratios pipeline/relay, per-stage latency and
     handler time, trace-sink lag and events/s persisted (draining a backlog), peak RSS and CPU per
-    process, each beside its DESIGN §8 target. About 10 minutes with the defaults on 2 cores.
+    process, each beside its DESIGN §8 target. With the defaults about 5 minutes on an idle
+    2-core machine (the two fixed-rate phases take most of it), longer on a shared one.
     Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set."""
     if ctx.invoked_subcommand is not None:
         return

@@ -83,7 +83,7 @@ class Side:
     completed_fixed: int
     fixed_throughput: float
     fixed_rate: Latency
-    max_wall_s: float = 0.0  # how long the max-rate phase took (for CPU above idle)
+    max_wall_s: float = 0.0  # how long the max-rate phase took
 
 
 @dataclass
@@ -308,18 +308,17 @@ class BenchReport:
 
     def _render_processes(self) -> list[str]:
         lines = [
-            "processes (peak RSS = VmHWM; CPU = user + system; idle = share of a core with no load;",
-            "  work = CPU per ticket above what the process uses idle):",
+            "processes (peak RSS = VmHWM; CPU = user + system; idle = share of a core it uses with no load):",
             f"  {'process':20}{'peak RSS MB':>12}{f'≤ {RSS_MAX_MB:g}':>8}{'idle':>7}{'CPU s max':>11}"
-            f"{'ms/ticket':>11}{'work':>8}{'CPU s fixed':>13}",
+            f"{'ms/ticket':>11}{'CPU s fixed':>13}",
         ]
 
         def row(p: Process, side: Side) -> str:
             verdict = Target("", p.peak_rss_mb, RSS_MAX_MB, False).verdict if p.service else ""
-            per_ticket, work = cpu_per_ticket([p], side)
+            per_ticket = cpu_per_ticket([p], side)
             return (
                 f"  {p.name:20}{num(p.peak_rss_mb, 1, 1):>12}{verdict:>8}{pct(p.idle_cpu):>7}"
-                f"{num(p.cpu_max_rate_s, 1, 1):>11}{num(per_ticket, 1, 1):>11}{num(work, 1, 1):>8}"
+                f"{num(p.cpu_max_rate_s, 1, 1):>11}{num(per_ticket, 1, 1):>11}"
                 f"{num(p.cpu_fixed_rate_s, 1, 1):>13}"
             )
 
@@ -343,11 +342,10 @@ class BenchReport:
         def idle(processes: list[Process]) -> float:
             return sum(p.idle_cpu or 0.0 for p in processes)
 
-        p_cpu, p_work = cpu_per_ticket(self.processes, self.pipeline)
-        r_cpu, r_work = cpu_per_ticket(relay, self.relay)
         lines += [
-            f"  CPU per ticket at max rate, broker and Postgres included: pipeline {num(p_cpu, 1, 1)} ms "
-            f"({num(p_work, 1, 1)} above idle), relay {num(r_cpu, 1, 1)} ms ({num(r_work, 1, 1)} above idle)",
+            "  CPU per ticket at max rate, broker and Postgres included: pipeline "
+            f"{num(cpu_per_ticket(self.processes, self.pipeline), 1, 1)} ms, relay "
+            f"{num(cpu_per_ticket(relay, self.relay), 1, 1)} ms",
             f"  with no load the pipeline's processes use {pct(idle(self.processes))} of a core, "
             f"the relay's {pct(idle(relay))}",
         ]
@@ -373,14 +371,13 @@ def num(value: float | None, scale: float = 1.0, digits: int | None = None) -> s
     return f"{v:,.{digits}f}"
 
 
-def cpu_per_ticket(processes: list[Process], side: Side) -> tuple[float | None, float | None]:
-    """CPU ms per ticket of the max-rate phase, and the part above what the processes use idle."""
-    known = [p for p in processes if p.cpu_max_rate_s is not None]
+def cpu_per_ticket(processes: list[Process], side: Side) -> float | None:
+    """CPU ms per ticket the processes used in the max-rate phase (polling included: a busy
+    consumer polls less than an idle one, so the idle share is not subtracted)."""
+    known = [p.cpu_max_rate_s for p in processes if p.cpu_max_rate_s is not None]
     if not known or not side.tickets:
-        return None, None
-    cpu = sum(p.cpu_max_rate_s or 0.0 for p in known)
-    idle = sum((p.idle_cpu or 0.0) * side.max_wall_s for p in known)
-    return cpu * 1000 / side.tickets, max(0.0, cpu - idle) * 1000 / side.tickets
+        return None
+    return sum(known) * 1000 / side.tickets
 
 
 def short_topic(name: str) -> str:
