@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentbus.shared import topics
-from agentbus.shared.bus import client_security_kwargs, message_key
+from agentbus.shared.bus import acked_producer, message_key
 from agentbus.shared.db import connect
 from agentbus.shared.events import Event, Producer, TicketReceived, TicketReceivedV1
 from agentbus.shared.serialization import dumps
@@ -16,7 +16,6 @@ from agentbus.shared.settings import Settings
 from agentbus.shared.status import SETTLED, ticket_status
 from agentbus.shared.validation import problems
 from agentbus.trace_sink.store import ticket_events
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 CLI_PRODUCER = Producer(service="cli", version="0.1.0", instance="agentbus-submit")
@@ -44,12 +43,7 @@ class Publisher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=settings.kafka_idempotence,
-            **client_security_kwargs(settings),
-        )
+        self.producer = acked_producer(settings)
 
     async def __aenter__(self) -> Publisher:
         await self.producer.start()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, BaseMiddleware, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -467,6 +467,17 @@ async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = 
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+def acked_producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
+    """A plain producer (CLI, re-drive, benchmarks) that waits for every in-sync replica's ack."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=settings.kafka_idempotence,
+        **client_security_kwargs(settings),
+        **kwargs,
+    )
 
 
 def client_security_kwargs(settings: Settings) -> dict[str, Any]:

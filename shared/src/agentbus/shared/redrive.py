@@ -15,11 +15,10 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
-from aiokafka import AIOKafkaProducer
 from opentelemetry import trace
 from uuid6 import uuid7
 
-from .bus import REDRIVE_FOR_HEADER, REDRIVE_HEADER, client_security_kwargs
+from .bus import REDRIVE_FOR_HEADER, REDRIVE_HEADER, acked_producer
 from .settings import Settings
 from .telemetry import continued, current_traceparent
 from .topics import SERVICE_TOPICS, TOPIC_FOR_TYPE, topic_name
@@ -126,12 +125,7 @@ class Redriver:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            acks="all",
-            enable_idempotence=settings.kafka_idempotence,
-            **client_security_kwargs(settings),
-        )
+        self.producer = acked_producer(settings)
 
     async def __aenter__(self) -> Redriver:
         try:
