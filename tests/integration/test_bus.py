@@ -31,8 +31,9 @@ def settings_for(broker, prefix: str, **overrides) -> Settings:
         kafka_bootstrap_servers=broker.bootstrap,
         topic_prefix=prefix,
         topic_partitions=1,  # one partition: the poison message sits in front of the good one
-        consumer_session_timeout_ms=3000,
-        consumer_heartbeat_interval_ms=1000,
+        # As on the embedded stack (stack.EMBEDDED_BROKER_ENV): Tansu holds each join for 1 s.
+        consumer_session_timeout_ms=2000,
+        consumer_heartbeat_interval_ms=500,
         handler_backoff_ms=20,
         **overrides,
     )
