@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 import tempfile
@@ -19,7 +18,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import killbench, pipebench
 from .options import fail
-from .pipeprocs import free_port_block
 from .stack import Stack
 
 app = typer.Typer()
@@ -87,14 +85,9 @@ def pipeline(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     bar = Bar()
     with tempfile.TemporaryDirectory(prefix="agentbus-bench-") as tmp:
-        # Each service's Prometheus endpoint gives the bench its handler times (the stages' service
-        # times), numbered up from one base the stack is given.
-        metrics = (
-            {}
-            if os.environ.get("AGENTBUS_METRICS_PORT")
-            else {"AGENTBUS_METRICS_PORT": str(free_port_block(32))}
+        stack = Stack.from_env(
+            Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.", extra_env=pipebench.stack_env(config)
         )
-        stack = Stack.from_env(Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.", extra_env=metrics)
         try:
             with bar.progress:
                 bar.note("starting the stack…")

@@ -60,6 +60,17 @@ class Config:
     timeout: float = 600.0  # per phase
 
 
+def stack_env(config: Config) -> dict[str, str]:
+    """What the bench adds to the services' environment. Each service's Prometheus endpoint (numbered
+    up from one free base) gives the bench the stages' handler times. The reconciler re-drives a
+    ticket only after a phase's timeout: a max-rate burst queues tickets for minutes, which is no
+    stall, and a re-drive would add work the relay does not have."""
+    env = {"AGENTBUS_RECONCILE_AFTER_S": f"{config.timeout:g}"}
+    if not os.environ.get("AGENTBUS_METRICS_PORT"):
+        env["AGENTBUS_METRICS_PORT"] = str(pipeprocs.free_port_block(32))
+    return env
+
+
 @dataclass(frozen=True)
 class BenchTicket:
     ticket_id: str
@@ -514,6 +525,10 @@ async def run(stack: Stack, config: Config, progress: Progress) -> BenchReport:
         ],
         relay_processes=processes(relay, relay_names, False),
         relay_infrastructure=processes(relay, [BROKER] if BROKER in relay.max_meter.used else [], False),
+        notes=[
+            "max rate: every ticket offered at once, e2e includes the queue; the reconciler waits "
+            f"{config.timeout:g} s before it re-drives a ticket (a queued ticket is not stalled)"
+        ],
         machine={
             "cores": float(len(os.sched_getaffinity(0))),
             "busy_pipeline_max": pipeline.max_meter.busy,
