@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from agentbus.shared.bus import client_security_kwargs
+from agentbus.shared.bus import acked_producer, client_security_kwargs
 from agentbus.shared.settings import Settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -104,12 +104,7 @@ class EndWatch:
 
 
 def producer_for(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=settings.kafka_idempotence,
-        **client_security_kwargs(settings),
-    )
+    return acked_producer(settings)
 
 
 async def send_in_lanes(

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from agentbus.shared.bus import client_security_kwargs, ensure_topics, mark_ready
+from agentbus.shared.bus import acked_producer, client_security_kwargs, ensure_topics, mark_ready
 from agentbus.shared.events import DecodeError, decode
 from agentbus.shared.settings import Settings
 from agentbus.shared.topics import TopicSpec, topic_name
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 app = typer.Typer(help="The bare relay of `agentbus bench`: one hop per process.")
 
@@ -60,12 +60,7 @@ async def run_hop(settings: Settings, source: str, target: str, group: str) -> N
         max_poll_records=BATCH,
         **security,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        acks="all",
-        enable_idempotence=settings.kafka_idempotence,
-        **security,
-    )
+    producer = acked_producer(settings)
     await producer.start()
     await consumer.start()
     try:
