@@ -5,6 +5,9 @@ across Kafka hops, the trace sink's batches, the approvals API and the model cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
+import socket
 from pathlib import Path
 
 import httpx
@@ -12,7 +15,6 @@ import pytest
 from agentbus.cli import client, demo
 from agentbus.cli.main import start_model_server
 from agentbus.cli.model_server import DEMO_SCRIPT
-from agentbus.cli.runtime import free_port
 from agentbus.shared.status import FINAL
 from agentbus.shared.telemetry import ticket_trace_id
 from otlp_collector import OtlpCollector, Span
@@ -32,6 +34,24 @@ PASSED = {
     "agentbus-escalation",  # reads every decision
     "agentbus-trace-sink",
 }
+
+
+def metrics_ports(count: int) -> int:
+    """The first of `count` consecutive free ports, for AGENTBUS_METRICS_PORT (each process takes the
+    next one). Below the kernel's range for outgoing connections: a port in it (free_port's, and the
+    ones after it) may be taken by a client's connection before the service binds it, and a service
+    that cannot bind restarts with a growing back-off (30 s and more before the stack is ready)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(50):
+        base = random.randrange(10_000, low - count)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports below {low}")
 
 
 def problems(spans: list[Span], services: set[str]) -> list[str]:
@@ -71,7 +91,7 @@ async def test_a_tickets_spans_from_every_service_form_one_trace(
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
         "AGENTBUS_METRICS_EXPORT_INTERVAL_S": "1",
         "AGENTBUS_MODELS_FILE": str(models_file),
-        "AGENTBUS_METRICS_PORT": str(free_port()),
+        "AGENTBUS_METRICS_PORT": str(metrics_ports(20)),  # one per process, with room to spare
     }
     try:
         async with start_stack(
