@@ -140,24 +140,31 @@ def ticket(ticket_id: str, order_id: str, body: str) -> dict[str, Any]:
 
 
 async def topic_values(settings: Settings) -> dict[str, list[bytes]]:
-    """Every record of every agentbus topic, from the beginning."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    """Every record of every agentbus topic, from the beginning: all topics read at once, until past
+    each partition's end offset and a fetch brings nothing more (the embedded Tansu reports the end of
+    a partition last written with a batch of several records as that batch's first offset + 1)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=5
+    )
     await consumer.start()
     try:
-        out: dict[str, list[bytes]] = {}
+        spec_of: dict[str, str] = {}
+        tps: list[TopicPartition] = []
         for spec in topics.ALL_TOPICS:
             name = topics.topic_name(spec, settings.topic_prefix)
+            spec_of[name] = spec.name
             count = 1 if spec.compacted else settings.topic_partitions  # as ensure_topics creates them
-            tps = [TopicPartition(name, p) for p in range(count)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            values: list[bytes] = []
-            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                batch = await consumer.getmany(*tps, timeout_ms=500)
-                values.extend(r.value or b"" for records in batch.values() for r in records)
-            out[spec.name] = values
-        return out
+            tps.extend(TopicPartition(name, p) for p in range(count))
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: dict[str, list[bytes]] = {spec.name: [] for spec in topics.ALL_TOPICS}
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=300)
+            for tp, records in batch.items():
+                out[spec_of[tp.topic]].extend(r.value or b"" for r in records)
+            if not batch and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                return out
     finally:
         await consumer.stop()
 
