@@ -36,8 +36,9 @@ class Settings(BaseSettings):
     kafka_metadata_max_age_ms: int = 300_000
     # Tansu answers a fetch only when the wait expires; real Kafka answers at once.
     fetch_max_wait_ms: int = 5
-    # Tansu answers JoinGroup only after half the session timeout, so the embedded stack sets a
-    # short one (3 s → 1.5 s per consumer start); Kafka's usual 10 s stays the default.
+    # Tansu answers JoinGroup only after half the session timeout, rounded up to whole seconds, so
+    # the embedded stack sets a short one (2 s → 1 s per consumer start); Kafka's usual 10 s stays
+    # the default.
     consumer_session_timeout_ms: int = 10_000
     consumer_heartbeat_interval_ms: int = 3_000
     topic_prefix: str = ""
