@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import killbench, pipebench
 from .options import fail
-from .stack import Stack
+from .stack import throwaway_stack
 
 app = typer.Typer()
 DEFAULTS = pipebench.Config()
@@ -84,19 +82,13 @@ def pipeline(
     )
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     bar = Bar()
-    with tempfile.TemporaryDirectory(prefix="agentbus-bench-") as tmp:
-        stack = Stack.from_env(
-            Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.", extra_env=pipebench.stack_env(config)
-        )
-        try:
-            with bar.progress:
-                bar.note("starting the stack…")
-                asyncio.run(stack.start())
-                report = asyncio.run(pipebench.run(stack, config, bar))
-        except TimeoutError as exc:
-            fail(f"the run did not finish: {exc}")
-        finally:
-            stack.stop()
+    try:
+        with throwaway_stack("bench", pipebench.stack_env(config)) as stack, bar.progress:
+            bar.note("starting the stack…")
+            asyncio.run(stack.start())
+            report = asyncio.run(pipebench.run(stack, config, bar))
+    except TimeoutError as exc:
+        fail(f"the run did not finish: {exc}")
     for line in report.render():
         typer.echo(line)
     if json_path is not None:
@@ -115,9 +107,8 @@ def kill_switch(
     check every ticket completes once. Uses DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set."""
     # A SIGTERM (timeout, CI) must still stop the stack's processes: they run in their own sessions.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    with tempfile.TemporaryDirectory(prefix="agentbus-bench-") as tmp:
-        stack = Stack.from_env(Path(tmp), topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.")
-        try:
+    try:
+        with throwaway_stack("bench") as stack:
             typer.echo("starting the stack…")
             asyncio.run(stack.start())
             report = asyncio.run(
@@ -125,10 +116,8 @@ def kill_switch(
                     stack.settings(), tickets=tickets, kill_at=kill_at, hold_s=hold, progress=typer.echo
                 )
             )
-        except TimeoutError as exc:
-            fail(f"the run did not finish: {exc}")
-        finally:
-            stack.stop()
+    except TimeoutError as exc:
+        fail(f"the run did not finish: {exc}")
     for line in report.render():
         typer.echo(line)
     raise typer.Exit(0 if report.ok else 1)

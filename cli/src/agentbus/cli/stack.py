@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,3 +241,19 @@ class Stack:
             self.broker.stop()
         if self.postgres:
             self.postgres.stop()
+
+
+@contextmanager
+def throwaway_stack(label: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A stack for one run (benchmarks, evals): state in a temporary directory (its parent,
+    `stack.state_dir.parent`, is the caller's to use too), topics under a fresh prefix, broker and
+    database from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL when set; stopped on the way out. The
+    caller starts it."""
+    with tempfile.TemporaryDirectory(prefix=f"agentbus-{label}-") as tmp:
+        stack = Stack.from_env(
+            Path(tmp) / "state", topic_prefix=f"{label}-{uuid.uuid4().hex[:8]}.", extra_env=extra_env or {}
+        )
+        try:
+            yield stack
+        finally:
+            stack.stop()

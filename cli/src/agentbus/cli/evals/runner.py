@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import tempfile
 import time
 import tomllib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,7 +23,7 @@ from agentbus.trace_sink.store import ticket_events
 
 from .. import client
 from ..model_server import ScriptedModelServer
-from ..stack import Stack, repo_root
+from ..stack import Stack, repo_root, throwaway_stack
 from . import scoring
 from .plan import PlannedTask, plan
 from .suite import Suite
@@ -84,27 +81,19 @@ async def run_suite(
     progress: Callable[[str], Any] = lambda _: None,
 ) -> SuiteRun:
     """Start a stack for the suite (DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS when set), run it, stop it."""
-    with tempfile.TemporaryDirectory(prefix="agentbus-eval-") as tmp:
-        server = None
-        extra_env: dict[str, str] = {}
-        if (script := suite.script_path()) is not None:
-            server = ScriptedModelServer(script).start()
-            models = Path(tmp) / "models.toml"
-            models.write_text(MODELS_TOML.format(base_url=server.base_url))
-            extra_env["AGENTBUS_MODELS_FILE"] = str(models)
-        stack = Stack.from_env(
-            Path(tmp) / "state",
-            topic_prefix=f"eval-{uuid.uuid4().hex[:8]}.",
-            extra_env=extra_env,
-        )
-        try:
+    server = ScriptedModelServer(script).start() if (script := suite.script_path()) is not None else None
+    try:
+        with throwaway_stack("eval") as stack:
+            if server is not None:
+                models = stack.state_dir.parent / "models.toml"
+                models.write_text(MODELS_TOML.format(base_url=server.base_url))
+                stack.extra_env["AGENTBUS_MODELS_FILE"] = str(models)
             progress(f"{suite.name}: starting the stack ({suite.suite.planner} planner)")
             await stack.start()
             return await run_on(stack, suite, server, timeout=timeout, progress=progress)
-        finally:
-            stack.stop()
-            if server is not None:
-                server.stop()
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def run_on(
