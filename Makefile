@@ -10,7 +10,7 @@ PYPROJECTS := pyproject.toml uv.lock shared/pyproject.toml cli/pyproject.toml $(
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test test-unit check lint format schemas clean postgres chromium eval bench
+.PHONY: help install run test test-unit check lint format schemas clean postgres chromium eval bench chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ eval: $(STAMP) postgres ## golden and adversarial eval suites on a fresh embedde
 
 bench: $(STAMP) ## the pipeline against a bare relay on the same broker (figures, not a test)
 	$(BIN)/agentbus bench
+
+chaos: $(STAMP) ## the long chaos run (2,000 tickets, 20+ faults; report in .agentbus/chaos-report.json) and the sabotage control run
+	AGENTBUS_CHAOS_LONG=1 AGENTBUS_CHAOS_REPORT=.agentbus/chaos-report.json \
+	  $(BIN)/python -m pytest -q -s -p no:cacheprovider \
+	  tests/chaos/test_chaos_sabotage.py::test_the_same_faults_pass_with_the_rules_kept \
+	  tests/chaos/test_chaos.py::test_chaos_long
 
 test-unit: $(STAMP) ## fast tests only (no broker, no database)
 	$(BIN)/python -m pytest -q tests/unit tests/contract
