@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentbus.planner.workflows import TaskState
+from agentbus.shared.bus import Bus
 
 
 class MemoryTaskStore:
@@ -37,3 +38,10 @@ class ScriptedClient:
         if isinstance(reply, Exception):
             raise reply
         return reply
+
+
+def as_every_stage(bus: Bus) -> Bus:
+    """A component test's one bus on the in-memory broker also sends what other stages would send
+    it, so it may publish on any topic (the topic-map check is tested in tests/unit/test_acl_plan.py)."""
+    bus.grants = None
+    return bus

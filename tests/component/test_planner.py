@@ -16,14 +16,14 @@ from agentbus.shared.events import (
     decode,
 )
 from agentbus.shared.settings import Settings
-from fakes import MemoryTaskStore
+from fakes import MemoryTaskStore, as_every_stage
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 
 @pytest.fixture
 def planner() -> tuple[Bus, MemoryTaskStore, list[Event]]:
-    bus = Bus(Settings(service="planner", topic_prefix="component."))
+    bus = as_every_stage(Bus(Settings(service="planner", topic_prefix="component.")))
     store = MemoryTaskStore()
     handlers = PlannerHandlers(bus, store)
     bus.subscribe(topics.TASKS_CLASSIFIED, handlers.on_task_classified)

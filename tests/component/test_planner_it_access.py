@@ -17,13 +17,13 @@ from agentbus.shared.events import (
     decode,
 )
 from agentbus.shared.settings import Settings
-from fakes import MemoryTaskStore
+from fakes import MemoryTaskStore, as_every_stage
 from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 
 async def test_group_access_task_is_planned_by_it_access_and_a_deny_escalates() -> None:
-    bus = Bus(Settings(service="planner", topic_prefix="component."))
+    bus = as_every_stage(Bus(Settings(service="planner", topic_prefix="component.")))
     store = MemoryTaskStore()
     handlers = PlannerHandlers(bus, store)
     bus.subscribe(topics.TASKS_CLASSIFIED, handlers.on_task_classified)

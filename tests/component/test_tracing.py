@@ -11,6 +11,7 @@ from agentbus.shared.bus import Bus
 from agentbus.shared.events import ApprovalDecidedV1, Event, TaskClassifiedV2, TicketReceivedV1
 from agentbus.shared.settings import Settings
 from agentbus.shared.telemetry import setup_tracing, ticket_trace_id
+from fakes import as_every_stage
 from faststream.kafka import TestKafkaBroker
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +24,7 @@ def pipeline() -> tuple[Bus, InMemorySpanExporter, list[Event]]:
     """intake → planner in one Bus: tickets.received answered with task.classified, collected."""
     exporter = InMemorySpanExporter()
     settings = Settings(service="intake", topic_prefix="component.")
-    bus = Bus(settings, tracer_provider=setup_tracing(settings, exporter=exporter))
+    bus = as_every_stage(Bus(settings, tracer_provider=setup_tracing(settings, exporter=exporter)))
     seen: list[Event] = []
 
     async def on_ticket(event: Event) -> list[Event]:

@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 from agentbus.cli import client, demo
+from agentbus.shared.acls import acl_plan, granted
 from agentbus.shared.db import connect
 from agentbus.shared.events import ActionProposedV1, ApprovalDecidedV1, ApprovalDecision, Producer
 from agentbus.shared.status import FINAL
+from agentbus.shared.topics import identity_of
 from agentbus.trace_sink.store import ticket_events
 
 pytestmark = pytest.mark.integration
@@ -115,6 +117,18 @@ async def test_demo_tickets_reach_their_final_states(
             ]
             forged = await decisions_with_rule(conn, t1003, "approval.unmatched")
             assert [d["verdict"] for d in forged] == ["deny"]
+
+            # Every event the run recorded was written by an identity its ACLs let write that topic.
+            writers = await conn.fetch(
+                """SELECT DISTINCT event->'producer'->>'service' AS service, topic FROM audit.events
+                   WHERE event IS NOT NULL AND topic LIKE $1""",
+                f"{topic_prefix}%",
+            )
+            plan = acl_plan(topic_prefix)
+            assert {w["service"] for w in writers} >= {"intake", "planner", "policy", "executor-commerce"}
+            for w in writers:
+                identity = identity_of(w["service"])
+                assert identity and granted(plan, identity, "Write", "topic", w["topic"]), dict(w)
         finally:
             await conn.close()
 

@@ -17,6 +17,7 @@ from agentbus.escalation.desk import ApprovalDesk
 from agentbus.escalation.openapi import SPEC
 from agentbus.shared.events import Event
 from agentbus.shared.identities import Identities, Identity, IdentityError, bearer_token
+from agentbus.shared.topics import SERVICE_TOPICS, TOPIC_FOR_TYPE
 from builders import PRODUCER, approval_row, needs_approval
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
@@ -141,6 +142,17 @@ def test_an_expiry_escalates_the_ticket_with_the_change_that_was_never_made() ->
     assert request.rule_ids == ["refund.needs_approval"]
     assert "refund-approver" in request.summary and "amount_cents = 4000" in request.summary
     assert request.details["approval_id"] == "AP-0123456789"
+
+
+def test_every_event_the_desk_publishes_goes_to_a_topic_escalation_may_write() -> None:
+    # The bus refuses a topic outside the service's grants; an expiry once went nowhere because of it.
+    produced = SERVICE_TOPICS["escalation"][1]
+    events = [
+        approvals.decided_event(row(), approved=True, identity=ALICE, reason="ok", producer=PRODUCER),
+        approvals.decided_event(row(), approved=False, identity=ALICE, reason="no", producer=PRODUCER),
+        approvals.expired_event(row(), producer=PRODUCER),
+    ]
+    assert [TOPIC_FOR_TYPE[e.type] in produced for e in events] == [True, True, True]
 
 
 def test_the_outcome_event_round_trips_through_its_row() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from agentbus.shared import topics
 from agentbus.shared.db import connect
 from agentbus.shared.events import ActionExecutedV1, DecodeError, decode
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.settings import Settings
 from aiokafka import AIOKafkaConsumer
 
@@ -89,6 +90,7 @@ class ExecutionWatch:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             auto_offset_reset="latest",
             fetch_max_wait_ms=5,
+            **client_security_kwargs(settings),
         )
         self._task: asyncio.Task[None] | None = None
 

@@ -19,6 +19,7 @@ from agentbus.shared.settings import Settings
 from agentbus.shared.status import ticket_status
 
 from . import (
+    acl_plan,
     approvals,
     audit,
     bench,
@@ -47,6 +48,7 @@ REPLAY_MODULES = (counterfactual, redrive)
 app.add_typer(policy.app, name="policy")
 app.add_typer(tools.app, name="tools")
 app.command("eval")(evals_command)
+app.command("acl-plan")(acl_plan.command)
 app.command("model-server")(model_server.command)
 app.command("export")(audit.export_cmd)
 app.command("kill")(switches.kill)

@@ -23,8 +23,9 @@ def fail(message: str, prefix: str = "error") -> NoReturn:
     raise typer.Exit(2)
 
 
-def connection(state_dir: Path) -> Settings:
-    """Broker and database from the environment, else from the stack `agentbus up` started."""
+def connection(state_dir: Path, *, needs_database: bool = True) -> Settings:
+    """Broker and database from the environment, else from the stack `agentbus up` started. Commands
+    that only talk to the broker (kill switches) pass needs_database=False."""
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     database = os.environ.get("DATABASE_URL")
     prefix = os.environ.get("AGENTBUS_TOPIC_PREFIX", "")
@@ -33,10 +34,10 @@ def connection(state_dir: Path) -> Settings:
         bootstrap = bootstrap or info.bootstrap
         database = database or info.database_url
         prefix = prefix or info.topic_prefix
-    if not bootstrap or not database:
+    if not bootstrap or (needs_database and not database):
         fail(
             "no running stack found: start one with `agentbus up` (or `make run`), or set "
-            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+            "KAFKA_BOOTSTRAP_SERVERS" + (" and DATABASE_URL" if needs_database else "")
         )
     return Settings(
         service="cli", kafka_bootstrap_servers=bootstrap, database_url=database, topic_prefix=prefix

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from agentbus.shared.bus import acked_producer, client_security_kwargs
+from agentbus.shared.bus import acked_producer
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.settings import Settings
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 

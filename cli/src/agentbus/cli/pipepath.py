@@ -24,9 +24,6 @@ WORKFLOW_ACTIONS: dict[str, int] = {
     "it_access": len(it_access.STEPS["password_reset"]),
 }
 
-# Services that read topics without moving a ticket on (they record, watch or re-drive it).
-OBSERVERS = frozenset({"trace-sink", "console", "reconciler"})
-
 
 def ticket_path(actions: int) -> list[TopicSpec]:
     """The topics a ticket that runs `actions` actions and resolves crosses, in order."""
@@ -40,7 +37,7 @@ def stage_service(source: TopicSpec, target: TopicSpec) -> str:
     found = [
         service
         for service, (consumes, produces) in topics.SERVICE_TOPICS.items()
-        if service not in OBSERVERS and source in consumes and target in produces
+        if service not in topics.OBSERVERS and source in consumes and target in produces
     ]
     if len(found) != 1:
         raise LookupError(f"{len(found)} services take {source.name} to {target.name}: {found}")

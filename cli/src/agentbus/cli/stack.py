@@ -140,6 +140,17 @@ class Stack:
         await ensure_topics(settings)
         await migrate(self.database_url)
         await demo.seed(self.database_url)
+        self.supervisor = self.supervisor_for(logs)
+        self.supervisor.start()
+        await asyncio.to_thread(self.supervisor.wait_ready)
+        if "escalation" in self.supervisor.services:
+            # Ready means its consumers joined; uvicorn binds the API port just after that.
+            await asyncio.to_thread(wait_port, "127.0.0.1", self.escalation_port)
+
+    def supervisor_for(self, logs: Path, service_env: dict[str, dict[str, str]] | None = None) -> Supervisor:
+        """A supervisor (not started) for every service of this stack, each process given the common
+        environment plus its own secrets and `service_env`'s additions (by service name)."""
+        assert self.bootstrap and self.database_url
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
@@ -163,21 +174,15 @@ class Stack:
         ):
             env.pop(name, None)
         commands = self.service_commands(env)
-        self.supervisor = Supervisor(
-            env=env,
-            log_dir=logs,
-            services=commands,
-            service_env={
-                **self.capability_env([n for n in commands if n.startswith("executor-")]),
-                "trace-sink": self.audit_env(),
-            },
-            replicas=dict(self.replicas),
+        own_env = {
+            **self.capability_env([n for n in commands if n.startswith("executor-")]),
+            "trace-sink": self.audit_env(),
+        }
+        for name, extra in (service_env or {}).items():
+            own_env[name] = {**own_env.get(name, {}), **extra}
+        return Supervisor(
+            env=env, log_dir=logs, services=commands, service_env=own_env, replicas=dict(self.replicas)
         )
-        self.supervisor.start()
-        await asyncio.to_thread(self.supervisor.wait_ready)
-        if "escalation" in self.supervisor.services:
-            # Ready means its consumers joined; uvicorn binds the API port just after that.
-            await asyncio.to_thread(wait_port, "127.0.0.1", self.escalation_port)
 
     def service_commands(self, env: dict[str, str]) -> dict[str, list[str]]:
         """Every service to start; the executor runs as one process per tool group

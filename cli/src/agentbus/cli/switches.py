@@ -10,9 +10,9 @@ from typing import Annotated
 
 import orjson
 import typer
-from agentbus.shared.bus import client_security_kwargs
 from agentbus.shared.control import SCOPES, ControlListener, SwitchBoard, normalise_target, switch_change
 from agentbus.shared.events import ControlSwitchV1, Switch
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.settings import Settings
 
 from . import client
@@ -49,7 +49,7 @@ def flip(
     except ValueError as exc:
         fail(str(exc))
     event = switch_event(scope, target, engaged=engaged, reason=reason, actor=actor or default_actor())
-    asyncio.run(client.publish(connection(state_dir), [event]))
+    asyncio.run(client.publish(connection(state_dir, needs_database=False), [event]))
     return event
 
 
@@ -90,7 +90,7 @@ def resume(
 
 def list_switches(as_json: AsJson = False, state_dir: StateDir = DEFAULT_STATE) -> None:
     """The kill switches engaged now."""
-    engaged = asyncio.run(engaged_switches(connection(state_dir)))
+    engaged = asyncio.run(engaged_switches(connection(state_dir, needs_database=False)))
     if as_json:
         typer.echo(orjson.dumps([s.model_dump(mode="json") for s in engaged]).decode())
         return

@@ -19,7 +19,6 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, BaseMiddleware, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -36,12 +35,23 @@ from .events import (
     Switch,
     decode,
 )
+from .kafka_clients import bootstrap_servers, client_security_kwargs, kafka_security
 from .lost_log import LostLogGuard
 from .metrics import BusMetrics, setup_metrics
 from .serialization import dumps
 from .settings import Settings
 from .telemetry import continued, current_traceparent, setup_tracing, ticket_root
-from .topics import TOPIC_FOR_TYPE, TopicSpec, consumer_group, fixed_partition, topic_name
+from .topics import (
+    CLIENT_TOPICS,
+    SERVICE_TOPICS,
+    TOPIC_FOR_TYPE,
+    TopicSpec,
+    consumer_group,
+    fixed_partition,
+    identity_of,
+    topic_name,
+)
+from .transient import is_transient
 
 log = logging.getLogger("agentbus.bus")
 
@@ -80,24 +90,12 @@ class TicketRootMiddleware(BaseMiddleware):
         return await call_next(msg)
 
 
-def kafka_security(settings: Settings) -> BaseSecurity | None:
-    """FastStream security object for the configured protocol (None = plaintext)."""
-    proto = settings.kafka_security_protocol
-    if proto == "PLAINTEXT":
-        return None
-    use_ssl = proto.endswith("SSL")
-    if proto == "SSL":
-        import ssl
+# Longest pause between tries of a message that waits for Postgres or the broker to come back.
+OUTAGE_BACKOFF_CAP_S = 5.0
 
-        return BaseSecurity(ssl_context=ssl.create_default_context(), use_ssl=True)
-    user, password = settings.kafka_sasl_username, settings.kafka_sasl_password
-    if not user or not password:
-        raise ValueError(f"KAFKA security protocol {proto} needs AGENTBUS_KAFKA_SASL_USERNAME and _PASSWORD")
-    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
-    cls = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    if mechanism not in cls:
-        raise ValueError(f"unsupported SASL mechanism {mechanism!r}; use one of {sorted(cls)}")
-    return cls[mechanism](username=user, password=password, use_ssl=use_ssl)
+
+class TopicNotGranted(RuntimeError):
+    """A service used a topic outside its part of the topic map (and so of its ACLs)."""
 
 
 class Bus:
@@ -108,13 +106,14 @@ class Bus:
 
         self.settings = settings
         self.service = settings.service
+        clear_ready(settings)
         self.producer = Producer(service=settings.service, version=__version__, instance=settings.instance)
         provider = tracer_provider or setup_tracing(settings)
         self.tracer = trace.get_tracer("agentbus.bus", tracer_provider=provider)
         meter_provider = setup_metrics(settings)
         self.metrics = BusMetrics(settings.service)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            bootstrap_servers(settings),
             client_id=f"agentbus-{settings.service}",
             acks="all",
             enable_idempotence=settings.kafka_idempotence,
@@ -130,7 +129,13 @@ class Bus:
             metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             logger=logging.getLogger(f"agentbus.{settings.service}"),
         )
+        # What this service may consume and produce: the topic map its ACLs are generated from
+        # (acls.py). A use outside it fails here, in tests and at start-up, not as a denial on a
+        # secured cluster. A name outside the map (a test's bus, the relay) is not checked.
+        identity = identity_of(settings.service)
+        self.grants = (SERVICE_TOPICS.get(identity) or CLIENT_TOPICS.get(identity)) if identity else None
         self._attempts: dict[tuple[str, int, int], int] = {}
+        self._outage_waits: dict[tuple[str, int, int], int] = {}
         # Kill switches: the state from the control topic, each stage subscriber (by topic name
         # without prefix) so a switch can pause it, and where each held partition must resume.
         self.switches = SwitchBoard()
@@ -189,6 +194,15 @@ class Bus:
     def topic(self, spec: TopicSpec) -> str:
         return topic_name(spec, self.settings.topic_prefix)
 
+    def _check_grant(self, spec: TopicSpec, consume: bool) -> None:
+        if self.grants is None or spec in self.grants[0 if consume else 1]:
+            return
+        verb = "consumes" if consume else "produces"
+        raise TopicNotGranted(
+            f"{self.service} {verb} {spec.name}, which the topic map (agentbus.shared.topics."
+            f"SERVICE_TOPICS) and so its Kafka ACLs do not grant it: add it there, or do not use it"
+        )
+
     def group(self, spec: TopicSpec) -> str:
         # One consumer group per (service, topic): stages scale and stop independently, and a
         # service that reads several topics never rebalances them against each other.
@@ -203,6 +217,7 @@ class Bus:
         decision taken over HTTP later, a re-drive from the audit store. One with context is never
         changed: a redelivered handler republishes its stored outputs exactly as they were."""
         spec = TOPIC_FOR_TYPE[event.type]
+        self._check_grant(spec, consume=False)
         key = message_key(event)
         with continued(event.traceparent, event.ticket_id):
             if event.traceparent is None and (traceparent := current_traceparent()):
@@ -226,6 +241,7 @@ class Bus:
 
     def subscribe(self, spec: TopicSpec, handler: Handler, **options: Any) -> None:
         """Consume `spec` one event at a time: decode → handler → publish outputs → commit."""
+        self._check_grant(spec, consume=True)
         guard = LostLogGuard(self.settings.kafka_metadata_max_age_ms / 1000)
         subscriber = self.broker.subscriber(
             self.topic(spec),
@@ -256,6 +272,8 @@ class Bus:
         each record gets a span in its own ticket's trace (the batch's span, from the telemetry
         middleware, belongs to no ticket).
         """
+        for spec in specs:
+            self._check_grant(spec, consume=True)
         guard = LostLogGuard(self.settings.kafka_metadata_max_age_ms / 1000)
         subscriber = self.broker.subscriber(
             *(self.topic(s) for s in specs),
@@ -362,6 +380,16 @@ class Bus:
                 for output in outputs:
                     await self.publish(output)
             except Exception as exc:
+                if is_transient(exc):
+                    # Postgres or the broker is away, not the message bad: wait for them, however
+                    # long, at a capped pace, without using up the message's attempts.
+                    waits = self._outage_waits[key] = self._outage_waits.get(key, 0) + 1
+                    log.warning("%s@%s:%s waits for an outage (try %d): %r", *key, waits, exc)
+                    backoff = self.settings.handler_backoff_ms / 1000 * 2 ** min(waits - 1, 8)
+                    await asyncio.sleep(min(OUTAGE_BACKOFF_CAP_S, backoff))
+                    await msg.nack()
+                    settled("retry")
+                    return
                 attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
                 if attempts < self.settings.handler_max_attempts:
                     log.warning("%s@%s:%s failed (attempt %d): %r", *key, attempts, exc)
@@ -377,6 +405,7 @@ class Bus:
             else:
                 outcome = "ok"
             self._attempts.pop(key, None)
+            self._outage_waits.pop(key, None)
             await msg.ack()
             settled(outcome)
         except Exception:
@@ -428,6 +457,13 @@ def annotate(span: trace.Span, event: Event) -> None:
     )
 
 
+def clear_ready(settings: Settings) -> None:
+    """Remove a ready file a previous run of this process left: a container restarted in the same
+    pod keeps its volumes, and must not look ready before its consumers have joined again."""
+    if settings.ready_file is not None:
+        settings.ready_file.unlink(missing_ok=True)
+
+
 def mark_ready(settings: Settings) -> None:
     """Touch the ready file the supervisor waits for (consumers joined, or the loop running)."""
     if settings.ready_file is not None:
@@ -461,7 +497,8 @@ async def ensure_topics(settings: Settings, specs: Sequence[TopicSpec] | None = 
                 continue
             configs = {"cleanup.policy": "compact"} if spec.compacted else {}
             partitions = 1 if spec.compacted else settings.topic_partitions
-            wanted.append(NewTopic(name, partitions, 1, topic_configs=configs))
+            copies = settings.topic_replication_factor
+            wanted.append(NewTopic(name, partitions, copies, topic_configs=configs))
         if wanted:
             await admin.create_topics(wanted)
         return [t.name for t in wanted]
@@ -478,22 +515,3 @@ def acked_producer(settings: Settings, **kwargs: Any) -> AIOKafkaProducer:
         **client_security_kwargs(settings),
         **kwargs,
     )
-
-
-def client_security_kwargs(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments for plain clients (admin, CLI producer/consumer)."""
-    proto = settings.kafka_security_protocol
-    if proto == "PLAINTEXT":
-        return {}
-    kwargs: dict[str, Any] = {"security_protocol": proto}
-    if proto.endswith("SSL"):
-        import ssl
-
-        kwargs["ssl_context"] = ssl.create_default_context()
-    if proto.startswith("SASL"):
-        kwargs.update(
-            sasl_mechanism=(settings.kafka_sasl_mechanism or "PLAIN").upper(),
-            sasl_plain_username=settings.kafka_sasl_username,
-            sasl_plain_password=settings.kafka_sasl_password,
-        )
-    return kwargs

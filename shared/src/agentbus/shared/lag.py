@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from . import topics
-from .bus import client_security_kwargs
+from .kafka_clients import client_security_kwargs
 from .settings import Settings
 
 

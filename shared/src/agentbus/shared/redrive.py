@@ -151,7 +151,6 @@ class Redriver:
         headers = [(REDRIVE_HEADER, report.run_id.encode())]
         if report.stage:
             headers.append((REDRIVE_FOR_HEADER, report.stage.encode()))
-        pending: list[tuple[StoredEvent, Any]] = []
         async for stored in _aiter(events):
             if stored.type in NOT_REDRIVEN or (wanted is not None and stored.type not in wanted):
                 continue
@@ -176,10 +175,10 @@ class Redriver:
                     },
                 ),
             ):
-                sent = await self.producer.send(topic, **record(stored, headers))
-            pending.append((stored, sent))
-        for stored, sent in pending:
-            meta = await sent  # every record acknowledged before the run reports success
+                # One record in flight, as the services publish: the embedded Tansu reports a
+                # partition's end as the last batch's base offset + 1, so after a multi-record batch
+                # its consumers find themselves past the end, take the log for lost and rewind.
+                meta = await self.producer.send_and_wait(topic, **record(stored, headers))
             if stored.ticket_id:
                 where = Location(meta.topic, meta.partition, meta.offset)
                 report.copies.setdefault(stored.ticket_id, []).append((stored.event_id, where))

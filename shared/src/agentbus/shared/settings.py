@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,10 +26,16 @@ class Settings(BaseSettings):
     )
     # Tansu rejects InitProducerId, so idempotent producers stay off unless the cluster supports them.
     kafka_idempotence: bool = False
+    # Transport and identity (README, Kafka security and ACLs). Each service is its own principal:
+    # SASL user, or the CN of its client certificate with SSL (mTLS), named agentbus-<service>.
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = None  # None = the system's trust store
+    kafka_ssl_certfile: Path | None = None  # client certificate (mTLS), PEM
+    kafka_ssl_keyfile: Path | None = None  # its private key, PEM
+    kafka_ssl_key_password: str | None = None
     # A broker that lost its topics (the embedded one, restarted) recreates each on the first metadata
     # request, with its own partition count; consumers see the change and rebalance after this long,
     # and check as often whether their position lies past the end of a lost log.
@@ -43,6 +49,8 @@ class Settings(BaseSettings):
     consumer_heartbeat_interval_ms: int = 3_000
     topic_prefix: str = ""
     topic_partitions: int = 3
+    # Copies of each topic the init job creates: 1 on one broker (embedded, compose), 3 on a cluster.
+    topic_replication_factor: int = 1
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "AGENTBUS_DATABASE_URL")
@@ -103,6 +111,32 @@ class Settings(BaseSettings):
     reconcile_after_s: float = 60.0
     reconcile_interval_s: float = 5.0
     reconcile_max_attempts: int = 5
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        """Refuse half a security configuration at start-up, naming the variable to set."""
+        proto = self.kafka_security_protocol
+        if proto.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"AGENTBUS_KAFKA_SECURITY_PROTOCOL={proto} needs AGENTBUS_KAFKA_SASL_USERNAME and "
+                "AGENTBUS_KAFKA_SASL_PASSWORD"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not proto.endswith("SSL") and any(tls_files):
+            raise ValueError(
+                f"AGENTBUS_KAFKA_SSL_* files are set but AGENTBUS_KAFKA_SECURITY_PROTOCOL={proto}: "
+                "use SSL or SASL_SSL, or unset them"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError(
+                "AGENTBUS_KAFKA_SSL_KEYFILE needs AGENTBUS_KAFKA_SSL_CERTFILE (the client's certificate)"
+            )
+        return self
 
     def identities_path(self) -> Path:
         return self.identities_file or self.policies_dir / "identities.toml"

@@ -68,12 +68,53 @@ SERVICE_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] =
     "policy": ((ACTIONS_PROPOSED, APPROVALS_DECIDED, ACTIONS_EXECUTED), (ACTIONS_DECIDED, DEADLETTER)),
     "executor": ((ACTIONS_DECIDED,), (ACTIONS_EXECUTED, DEADLETTER)),
     "verifier": ((ACTIONS_EXECUTED,), (ACTIONS_VERIFIED, ESCALATIONS_REQUESTED, DEADLETTER)),
+    # escalations.requested: an approval nobody decides in time expires into an escalation.
     "escalation": (
         (ESCALATIONS_REQUESTED, ACTIONS_DECIDED),
-        (APPROVALS_DECIDED, TASKS_FINISHED, DEADLETTER),
+        (APPROVALS_DECIDED, ESCALATIONS_REQUESTED, TASKS_FINISHED, DEADLETTER),
     ),
     "trace-sink": (ALL_TOPICS, ()),
     # Consumes nothing (it reads the audit store); re-drives stalled tickets' events to their topics.
     "reconciler": ((), tuple(t for t in ALL_TOPICS if t not in (CONTROL, DEADLETTER))),
     "console": (ALL_TOPICS, (CONTROL,)),
 }
+
+# Services that record or show events; a ticket never waits on them.
+OBSERVERS: tuple[str, ...] = ("trace-sink", "console", "reconciler")
+
+# Identities that are not services: the upstream systems that publish tickets, the operators' CLI
+# (submit, kill switches, re-drive) and the one-shot init job that creates the topics.
+CLIENT_TOPICS: dict[str, tuple[tuple[TopicSpec, ...], tuple[TopicSpec, ...]]] = {
+    "ticket-source": ((), (TICKETS_RECEIVED,)),
+    "operator": ((), tuple(dict.fromkeys((TICKETS_RECEIVED, CONTROL, *SERVICE_TOPICS["reconciler"][1])))),
+}
+TOPIC_CREATORS: tuple[str, ...] = ("init",)
+
+# Read outside any consumer group (by assignment): every service but the reconciler, and the
+# operators' CLI, follow the control topic for the kill switches; the reconciler reads stalled
+# tickets' records by position to tell a lost record from a queued one.
+READS_BY_POSITION: dict[str, tuple[TopicSpec, ...]] = {
+    **{service: (CONTROL,) for service in SERVICE_TOPICS if service != "reconciler"},
+    "operator": (CONTROL,),
+    "reconciler": tuple(
+        dict.fromkeys(
+            spec
+            for service, (consumed, _) in SERVICE_TOPICS.items()
+            if service not in OBSERVERS
+            for spec in consumed
+        )
+    ),
+}
+# They measure consumer lag: every agentbus group's committed offsets, every topic's end offsets.
+LAG_READERS: tuple[str, ...] = ("console", "reconciler", "operator")
+
+
+def identity_of(service: str) -> str | None:
+    """The identity (Kafka principal) a process runs as: its service (`executor-commerce` and
+    `policy-2` included), `operator` for the CLI; None for a name outside the topic map."""
+    if service in SERVICE_TOPICS or service in CLIENT_TOPICS:
+        return service
+    if service == "cli":
+        return "operator"
+    base = "executor" if service.startswith("executor-") else service.rsplit("-", 1)[0]
+    return base if base in SERVICE_TOPICS else None

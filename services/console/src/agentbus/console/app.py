@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from agentbus.shared import topics
-from agentbus.shared.bus import Bus, client_security_kwargs
+from agentbus.shared.bus import Bus
 from agentbus.shared.control import ControlListener, SwitchBoard
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.lag import LagProbe
 from agentbus.shared.settings import Settings
 from agentbus.shared.tools import load_registry

@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-from agentbus.shared.bus import ensure_topics, mark_ready
+from agentbus.shared.bus import clear_ready, ensure_topics, mark_ready
 from agentbus.shared.db import open_pool
 from agentbus.shared.metrics import LagGauge, setup_metrics
 from agentbus.shared.redrive import Redriver, RedriveReport, StoredEvent, new_run_id
@@ -156,6 +156,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # each look re-assigns a partition
     settings = Settings(service="reconciler")
+    clear_ready(settings)
     setup_tracing(settings)  # re-drives are spans in their tickets' traces
     setup_metrics(settings)
     # The reconciler watches every stage, so it reports their consumer lag, a dead one's too.

@@ -8,18 +8,15 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 
 import orjson
-from agentbus.shared.bus import client_security_kwargs
+from agentbus.shared.kafka_clients import client_security_kwargs
 from agentbus.shared.redrive import Location
 from agentbus.shared.settings import Settings
 from agentbus.shared.tools import load_registry
-from agentbus.shared.topics import SERVICE_TOPICS, consumer_group, topic_name
+from agentbus.shared.topics import OBSERVERS, SERVICE_TOPICS, consumer_group, topic_name
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 log = logging.getLogger("agentbus.reconciler")
-
-# Consumers that record or show events; a ticket never waits on them.
-OBSERVERS = ("trace-sink", "console", "reconciler")
 
 
 class RecordState(Enum):
