@@ -53,6 +53,9 @@ MTLS = {
         "ssl": {"caSecret": {"secretName": "kafka-cluster-ca-cert"}},
     }
 }
+# Client keys encrypted with a passphrase kept beside them in each principal's Secret.
+MTLS_ENCRYPTED_KEYS = copy.deepcopy(MTLS)
+MTLS_ENCRYPTED_KEYS["kafka"]["ssl"]["keyPasswordKey"] = "user.password"
 KEDA = {"autoscaling": {"enabled": True, "keda": {"enabled": True}}}
 HPA = {"autoscaling": {"enabled": True, "keda": {"enabled": False}}}
 POLICIES = {
@@ -90,7 +93,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "hpa": HPA,
     "sasl-scram": SASL,
     "mtls": MTLS,
-    "mtls-keda": {**MTLS, **KEDA},
+    "mtls-keda": {**MTLS_ENCRYPTED_KEYS, **KEDA},
     "policies": POLICIES,
     "ingress": INGRESS,
     "scaled-executor": SCALED_EXECUTOR,
@@ -389,6 +392,22 @@ def test_mtls_mounts_each_service_its_own_client_certificate(
             "readOnly": True,
         }
         assert mounts["kafka-ca"]["readOnly"] is True
+        assert "AGENTBUS_KAFKA_SSL_KEY_PASSWORD" not in e  # the keys are not encrypted
+
+
+def test_an_encrypted_client_key_gets_its_passphrase_from_the_principals_secret(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["mtls-keda"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    pods = {name: d["spec"]["template"]["spec"] for name, d in of_kind(docs, "Deployment").items()}
+    pods["init"] = job["spec"]["template"]["spec"]
+    for name, pod in pods.items():
+        password = env(pod["containers"][0])["AGENTBUS_KAFKA_SSL_KEY_PASSWORD"]
+        assert password == {
+            "name": "AGENTBUS_KAFKA_SSL_KEY_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": principal(name), "key": "user.password"}},
+        }, name
 
 
 def test_plaintext_by_default_with_no_credentials(manifests: dict[str, list[dict[str, Any]]]) -> None:
@@ -572,6 +591,7 @@ def test_network_policies_open_only_what_each_service_needs(
     manifests: dict[str, list[dict[str, Any]]],
 ) -> None:
     policies = of_kind(manifests["sasl-scram"], "NetworkPolicy")
+    del policies["init"]  # the Job has its own test below
     for name, np in policies.items():
         ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
         assert 9096 in ports  # Kafka's port, from bootstrapServers
@@ -582,6 +602,25 @@ def test_network_policies_open_only_what_each_service_needs(
     assert [p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in approvals["from"]] == [
         "console"
     ]
+
+
+def test_the_init_job_reaches_only_dns_kafka_and_postgres_from_before_it_starts(
+    manifests: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = manifests["sasl-scram"]
+    policy = of_kind(docs, "NetworkPolicy")["init"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "init"
+    assert policy["spec"]["ingress"] == [] and policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    ports = sorted((p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert ports == [(53, "TCP"), (53, "UDP"), (5432, "TCP"), (9096, "TCP")]
+    # A pre-install hook, in place before the Job's pod runs.
+    hooks = policy["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert int(hooks["helm.sh/hook-weight"]) < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert not [d for d in render({"networkPolicy": {"enabled": False}}) if d["kind"] == "NetworkPolicy"]
 
 
 def test_init_job_is_its_own_principal_with_its_own_service_account(

@@ -143,6 +143,13 @@ reconciler:
   value: /etc/agentbus/kafka-client/tls.crt
 - name: AGENTBUS_KAFKA_SSL_KEYFILE
   value: /etc/agentbus/kafka-client/tls.key
+{{- with $k.ssl.keyPasswordKey }}
+- name: AGENTBUS_KAFKA_SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ printf "%s%s" $.principal $k.credentialsSecretSuffix }}
+      key: {{ . }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
