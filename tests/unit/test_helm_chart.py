@@ -17,7 +17,9 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
+from agentbus.planner.model.retrieval import PolicyLibrary
 from agentbus.shared.acls import DEFAULT_PRINCIPAL, acl_plan, granted
+from agentbus.shared.llm.config import load_models
 from agentbus.shared.tools import load_registry
 from agentbus.shared.topics import SERVICE_TOPICS, consumer_group, topic_name
 from jsonschema import Draft7Validator
@@ -66,6 +68,22 @@ POLICIES = {
         }
     }
 }
+# Model-backed intake and planner: the models file, its API key from a Secret, and every workflow's
+# bundle with its policy document (the planner reads both).
+MODELS = {
+    "models": {
+        "file": (ROOT / "models.example.toml").read_text(),
+        "apiKeys": [{"env": "AGENTBUS_MODEL_API_KEY", "secretName": "agentbus-model-api", "key": "api-key"}],
+    },
+    "policies": {
+        workflow: {
+            "bundle": (ROOT / "policies" / workflow / "bundle.toml").read_text(),
+            "rules": (ROOT / "policies" / workflow / "rules.cedar").read_text(),
+            "guide": (ROOT / "policies" / workflow / "policy.md").read_text(),
+        }
+        for workflow in ("refunds", "it_access")
+    },
+}
 INGRESS = {
     "console": {
         "ingress": {
@@ -80,7 +98,7 @@ SCALED_EXECUTOR = {"services": {"executor-commerce": {"replicas": 3}}}
 EVERYTHING = {
     **copy.deepcopy(SASL),
     **KEDA,
-    **POLICIES,
+    **MODELS,
     **INGRESS,
     "topicPrefix": "staging.",
     "otel": {"endpoint": "http://otel-collector.observability:4318"},
@@ -95,6 +113,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "mtls": MTLS,
     "mtls-keda": {**MTLS_ENCRYPTED_KEYS, **KEDA},
     "policies": POLICIES,
+    "models": MODELS,
     "ingress": INGRESS,
     "scaled-executor": SCALED_EXECUTOR,
     "everything": EVERYTHING,
@@ -289,6 +308,7 @@ def test_each_key_is_mounted_only_into_the_service_that_uses_it(
         "agentbus-audit-signing": {"trace-sink"},
         "agentbus-identities": {"escalation", "console"},
         "agentbus-database": set(SERVICES) - {"console"},
+        "agentbus-model-api": {"intake", "planner"},
     }
     for secret, services in holders.items():
         assert {name for name, d in deployments.items() if secret in secret_names(d)} == services, secret
@@ -553,6 +573,81 @@ def test_policy_bundles_ship_byte_for_byte_into_the_decider_only(
     assert "AGENTBUS_POLICIES_DIR" not in env(
         container(of_kind(manifests["defaults"], "Deployment")["policy"])
     )
+
+
+def mounted_file(docs: list[dict[str, Any]], deployment: dict[str, Any], path: str) -> str:
+    """The text a container reads at `path`, followed through its volume mounts to a ConfigMap."""
+    pod = deployment["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(deployment)["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (config,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == volume["configMap"]["name"]
+    ]
+    inside = path.removeprefix(mount["mountPath"] + "/")
+    items = volume["configMap"].get("items") or [{"key": k, "path": k} for k in config["data"]]
+    (key,) = [i["key"] for i in items if i["path"] == inside]
+    return str(config["data"][key])
+
+
+def test_models_reach_the_intake_and_the_planner_only_with_keys_from_a_secret(
+    manifests: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    docs = manifests["models"]
+    deployments = of_kind(docs, "Deployment")
+    models = (ROOT / "models.example.toml").read_text()
+    readers = {name for name, d in deployments.items() if "AGENTBUS_MODELS_FILE" in env(container(d))}
+    assert readers == {"intake", "planner"}
+    for name in readers:
+        e = env(container(deployments[name]))
+        mounted = mounted_file(docs, deployments[name], e["AGENTBUS_MODELS_FILE"]["value"])
+        assert mounted == models
+        (tmp_path / f"{name}.toml").write_text(mounted)
+        loaded = load_models(tmp_path / f"{name}.toml")  # as the service loads it
+        assert loaded.intake is not None and {"refunds", "it_access"} <= loaded.workflows.keys()
+        assert e["AGENTBUS_MODEL_API_KEY"]["valueFrom"] == {
+            "secretKeyRef": {"name": "agentbus-model-api", "key": "api-key"}
+        }
+    assert not [d for d in manifests["defaults"] if d["metadata"]["name"].endswith("-models")]
+    assert "AGENTBUS_MODELS_FILE" not in env(
+        container(of_kind(manifests["defaults"], "Deployment")["planner"])
+    )
+
+
+def test_the_model_planner_reads_the_bundles_the_decider_enforces(
+    manifests: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    docs = manifests["models"]
+    deployments = of_kind(docs, "Deployment")
+    planner, decider = deployments["planner"], deployments["policy"]
+    planner_dir = env(container(planner))["AGENTBUS_POLICIES_DIR"]["value"]
+    decider_dir = env(container(decider))["AGENTBUS_POLICIES_DIR"]["value"]
+    for workflow in ("refunds", "it_access"):
+        source = ROOT / "policies" / workflow
+        bundle = mounted_file(docs, planner, f"{planner_dir}/{workflow}/bundle.toml")
+        assert bundle == mounted_file(docs, decider, f"{decider_dir}/{workflow}/bundle.toml")
+        assert bundle == (source / "bundle.toml").read_text()
+        guide = mounted_file(docs, planner, f"{planner_dir}/{workflow}/policy.md")
+        assert guide == (source / "policy.md").read_text()
+        # What the planner makes of the mounted files: the workflow's policy sections.
+        (tmp_path / workflow).mkdir()
+        (tmp_path / workflow / "policy.md").write_text(guide)
+        assert PolicyLibrary(tmp_path).index(workflow).sections
+    # A bundle change rolls the planner (it loads bundles once); the decider reloads on its own.
+    changed = copy.deepcopy(MODELS)
+    changed["policies"]["refunds"]["bundle"] += "\n# v2\n"
+    annotations = of_kind(render(changed), "Deployment")["planner"]["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    before = planner["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["checksum/policies"] != before["checksum/policies"]
+    assert annotations["checksum/models"] == before["checksum/models"]
+
+
+def test_with_models_each_workflow_needs_its_policy_document() -> None:
+    values = copy.deepcopy(MODELS)
+    del values["policies"]["it_access"]["guide"]
+    with pytest.raises(helm_python.HelmError, match=r"policies\.it_access\.guide: the model planner reads"):
+        render(values)
 
 
 def test_a_bundle_without_its_rules_is_refused() -> None:
