@@ -6,7 +6,7 @@ this one see only tokens."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agentbus.shared.answers import answer
 from agentbus.shared.bus import Bus
@@ -23,7 +23,9 @@ from agentbus.shared.events import (
 from agentbus.shared.pii import Protected
 
 from . import rules
-from .classifier import ModelClassifier
+
+if TYPE_CHECKING:  # the model client (openai) loads only when a models file is configured
+    from .classifier import ModelClassifier
 
 
 class Protector(Protocol):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentbus.shared.events import TaskClassified, TicketReceived
 from pydantic import JsonValue
 
-from .classifier import ModelHint
+if TYPE_CHECKING:  # the classifier loads the model client (openai): only with a models file
+    from .classifier import ModelHint
 
 ORDER_ID = re.compile(r"\bORD-\d{3,}\b", re.IGNORECASE)
 REFUND_WORDS = re.compile(

@@ -3,12 +3,9 @@
 from agentbus.shared import topics
 from agentbus.shared.bus import Bus
 from agentbus.shared.db import open_pool
-from agentbus.shared.llm import load_models
 from agentbus.shared.settings import Settings
-from agentbus.shared.tools import load_registry
 
 from .handlers import PlannerHandlers
-from .model import ModelPlanner
 from .store import PgTaskStore
 from .workflows import Planner, default_planner
 
@@ -20,6 +17,13 @@ def make_planner(settings: Settings) -> Planner:
     """The model planner when a models file is configured, else the deterministic one (offline)."""
     if settings.models_file is None:
         return default_planner()
+    # Imported here: the model client (openai) and retrieval (numpy) cost a second of start-up
+    # that offline runs skip.
+    from agentbus.shared.llm import load_models
+    from agentbus.shared.tools import load_registry
+
+    from .model import ModelPlanner
+
     return ModelPlanner(
         load_models(settings.models_file),
         prompts_dir=settings.prompts_dir,
