@@ -20,6 +20,7 @@ from agentbus.cli.stack import EMBEDDED_BROKER_ENV, Stack
 from agentbus.shared import topics
 from agentbus.shared.bus import acked_producer
 from agentbus.shared.db import connect
+from agentbus.shared.lag import LagProbe
 from agentbus.shared.serialization import dumps
 from agentbus.shared.settings import Settings
 from aiokafka import AIOKafkaConsumer
@@ -28,6 +29,8 @@ from chaos.proxy import FaultyProxy
 from chaos.report import Report
 
 TENANTS = 40
+# With no reconciler: the drain ends once nothing has moved for this long (see Chaos._drain).
+QUIET_S = 6.0
 ORDER_BASE = 100_000  # the run's own orders (a private database): ORD-100000 …
 SABOTAGE_DIR = Path(__file__).resolve().parent / "sabotage"
 # Everything but the console (a dashboard: no stage of the pipeline).
@@ -241,6 +244,44 @@ class ChaosRun:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.load_done.wait(), self.config.fault_every_s)
 
+    async def _drain(self) -> None:
+        """Until every published ticket finished, or the time is up, or, with no reconciler to
+        re-drive a stalled ticket, nothing moves any more: every service up, no consumer lag, and
+        the audit store unchanged for QUIET_S (a lost event leaves its ticket unfinished for good;
+        waiting out the timeout would only prove that slowly)."""
+        deadline, last_report = time.monotonic() + self.config.drain_timeout_s, 0.0
+        assert self.stack is not None and self.stack.supervisor is not None
+        procs = self.stack.supervisor.procs
+        probe = None if self.config.reconciler else LagProbe(self.settings)
+        conn = None if probe is None else await connect(self.direct_url)
+        if probe is not None:
+            await probe.start()
+        try:
+            stored, still_since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                done = sum(1 for t in self.published if t in self.progress.finished)
+                if done == len(self.published):
+                    return
+                if time.monotonic() - last_report > 15:
+                    self.log(f"  draining: {done}/{len(self.published)} finished")
+                    last_report = time.monotonic()
+                if probe is not None and conn is not None:
+                    count = await conn.fetchval("SELECT count(*) FROM audit.events")
+                    lag = await probe.measure([n for n in procs if n != "trace-sink"])
+                    behind = any(n is None or n > 0 for n in lag.values())  # None: not known yet
+                    moving = count != stored or behind or not all(p.ready() for p in procs.values())
+                    if moving:
+                        stored, still_since = count, time.monotonic()
+                    elif time.monotonic() - still_since > QUIET_S:
+                        self.log(f"  quiet for {QUIET_S:.0f}s with {done}/{len(self.published)} finished")
+                        return
+                await asyncio.sleep(0.5)
+        finally:
+            if probe is not None:
+                await probe.stop()
+            if conn is not None:
+                await conn.close()
+
     # The run ---------------------------------------------------------------------------------------
 
     async def run(self) -> Report:
@@ -259,20 +300,10 @@ class ChaosRun:
         load_started = time.monotonic()
         load = asyncio.create_task(self._load(tickets))
         chaos = asyncio.create_task(self._faults())
-        last_report = 0.0
         try:
             await load
             await chaos
-            # Drain: every published ticket finished, or the time is up.
-            deadline = time.monotonic() + self.config.drain_timeout_s
-            while time.monotonic() < deadline:
-                done = sum(1 for t in self.published if t in self.progress.finished)
-                if done == len(self.published):
-                    break
-                if time.monotonic() - last_report > 15:
-                    self.log(f"  draining: {done}/{len(self.published)} finished")
-                    last_report = time.monotonic()
-                await asyncio.sleep(0.5)
+            await self._drain()
             if self.config.redrive_executor:
                 await self._redrive_executor()
             assert self.stack.supervisor is not None

@@ -98,6 +98,20 @@ class TopicNotGranted(RuntimeError):
     """A service used a topic outside its part of the topic map (and so of its ACLs)."""
 
 
+class _Broker(KafkaBroker):
+    """A KafkaBroker that starts its subscribers together. Each consumer's start waits until its
+    group has assigned it partitions (a JoinGroup round: 1 s or more on the embedded Tansu, a
+    session timeout while a killed predecessor is still a member); FastStream starts them one after
+    another, so a stage with three subscriptions took three rounds to start or restart."""
+
+    async def start(self) -> None:
+        await self.connect()
+        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
+        for publisher in self.publishers:
+            await publisher.start()
+        self.running = True
+
+
 class Bus:
     """One service's connection to the bus: a FastStream broker plus agentbus conventions."""
 
@@ -112,7 +126,7 @@ class Bus:
         self.tracer = trace.get_tracer("agentbus.bus", tracer_provider=provider)
         meter_provider = setup_metrics(settings)
         self.metrics = BusMetrics(settings.service)
-        self.broker = KafkaBroker(
+        self.broker = _Broker(
             bootstrap_servers(settings),
             client_id=f"agentbus-{settings.service}",
             acks="all",
