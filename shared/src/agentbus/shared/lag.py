@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,6 +33,10 @@ class LagProbe:
             raise
 
     async def stop(self) -> None:
+        # aiokafka's consumer starts a background task that a stop cancels; cancelled before it
+        # first ran, it raises CancelledError out of stop(). A probe stopped right after it started
+        # (nothing to measure) lets the task start first.
+        await asyncio.sleep(0)
         await self.consumer.stop()
         await self.admin.close()
 
