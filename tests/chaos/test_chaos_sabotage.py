@@ -45,7 +45,7 @@ async def test_the_same_faults_pass_with_the_rules_kept(tmp_path):
 @pytest.mark.timeout(600)
 async def test_skipping_the_ledger_claim_fails_on_duplicate_effects(tmp_path):
     report = await run_and_report(Config(**{**SABOTAGE.__dict__, "sabotage": "skip_claim"}), tmp_path)
-    assert not report.ok
+    assert not report.ok, "passed with the rule broken:\n" + report.render()
     duplicates = report.violations.get("duplicate_effect", [])
     assert duplicates, report.render()
     assert all("executed" in m or "refunded" in m for m in duplicates)
@@ -54,7 +54,12 @@ async def test_skipping_the_ledger_claim_fails_on_duplicate_effects(tmp_path):
 @pytest.mark.timeout(600)
 async def test_committing_before_publishing_fails_on_lost_events(tmp_path):
     report = await run_and_report(Config(**{**SABOTAGE.__dict__, "sabotage": "ack_first"}), tmp_path)
-    assert not report.ok
+    assert not report.ok, "passed with the rule broken:\n" + report.render()
+    # Every consumer commits first, the trace sink too: a kill in between loses a pipeline event
+    # (committed, never answered) or an audit record (on the broker, not in the store); which of the
+    # two a run hits is chance.
     lost = report.violations.get("lost_event", [])
-    assert lost, report.render()
+    unrecorded = report.violations.get("lost_from_audit", [])
+    assert lost or unrecorded, report.render()
     assert all("was committed by" in m and "nothing answers it" in m for m in lost)
+    assert all("not in the audit store" in m or "is on no topic" in m for m in unrecorded)
