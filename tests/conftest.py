@@ -17,14 +17,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Let the processes the tests start (every service of each stack, each restart, each CLI call)
-    cache their bytecode. Where PYTHONDONTWRITEBYTECODE is set (containers often set it) and the venv
-    holds no .pyc, each one compiles every module it imports from source: about a second of CPU per
-    process, on a machine where a stack is a dozen processes. The cache goes under the venv, outside
-    the source tree, as PYTHONDONTWRITEBYTECODE meant."""
+    """Set the environment every process the tests start inherits (every service of each stack, each
+    restart, each CLI call). Let them cache their bytecode: where PYTHONDONTWRITEBYTECODE is set
+    (containers often set it) and the venv holds no .pyc, each one compiles every module it imports
+    from source: about a second of CPU per process, on a machine where a stack is a dozen processes.
+    The cache goes under the venv, outside the source tree, as PYTHONDONTWRITEBYTECODE meant."""
     if os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
         del os.environ["PYTHONDONTWRITEBYTECODE"]
         os.environ["PYTHONPYCACHEPREFIX"] = str(Path(sys.prefix) / "pycache")
+    # Consumers on the embedded Tansu poll every fetch_max_wait_ms (it answers a fetch only when the
+    # wait expires). The default, 5 ms, keeps a hop at ~6 ms but makes an idle stack burn 1 to 1.6 of
+    # this machine's 2 cores; a suite runs a stack in nearly every test, often with a second one, and
+    # the polling starved the stages: the 100-ticket re-drive test took 68 s at 5 ms, 53 s at 20 ms.
+    # Tests check behaviour, not latency, so they run at 20 ms; `agentbus bench` measures the default.
+    os.environ.setdefault("AGENTBUS_FETCH_MAX_WAIT_MS", "20")
 
 
 @pytest.fixture(scope="session")
