@@ -3,6 +3,8 @@ without context, the trace sink's per-record spans, and the GenAI span of a mode
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +22,9 @@ from agentbus.shared.telemetry import TicketIdGenerator, continued, setup_tracin
 from aiokafka import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import format_trace_id
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -92,6 +95,17 @@ async def test_a_record_without_context_roots_its_tickets_trace(tracer):
     assert spans["handle b'T-7'"].context.trace_id == ticket_trace_id("T-7")
     # With context, the telemetry middleware continues it; this one leaves the ids alone.
     assert spans["handle b'T-8'"].context.trace_id != ticket_trace_id("T-8")
+
+
+def test_the_console_exporter_prints_a_span_with_a_kafka_key_and_shows_the_key_as_text():
+    # FastStream records the record's key as bytes, which the console exporter could not serialise.
+    out = io.StringIO()
+    settings = Settings(service="planner")
+    tracer = setup_tracing(settings, exporter=ConsoleSpanExporter(out=out)).get_tracer("test")
+    tracer.start_span("process", attributes={SpanAttributes.MESSAGING_KAFKA_MESSAGE_KEY: b"T-1"}).end()
+    printed = json.loads(out.getvalue())
+    assert printed["name"] == "process"
+    assert printed["attributes"][SpanAttributes.MESSAGING_KAFKA_MESSAGE_KEY] == "T-1"
 
 
 def test_the_trace_sink_records_each_event_below_the_span_that_published_it():

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -93,12 +93,23 @@ def continued(traceparent: str | None, ticket_id: str | None) -> Iterator[None]:
         yield
 
 
+class TextKeys(SpanProcessor):
+    """Bytes attributes as text. FastStream records a Kafka record's key (here the ticket id) as
+    bytes: trace UIs show it as base64, and the console exporter cannot serialise it at all."""
+
+    def on_start(self, span: Span, parent_context: otel_context.Context | None = None) -> None:
+        for name, value in list((span.attributes or {}).items()):
+            if isinstance(value, bytes):
+                span.set_attribute(name, value.decode("utf-8", "replace"))
+
+
 def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider:
     """Build the service's tracer provider; `exporter` overrides settings (tests pass an in-memory one)."""
     global _provider
     if _provider is not None and exporter is None:
         return _provider  # one per process: every Bus and helper shares it
     provider = TracerProvider(resource=service_resource(settings), id_generator=TicketIdGenerator())
+    provider.add_span_processor(TextKeys())  # first: exporters see the text
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif settings.otel_exporter == "console":
