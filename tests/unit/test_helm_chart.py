@@ -84,6 +84,17 @@ MODELS = {
         for workflow in ("refunds", "it_access")
     },
 }
+# A declared HTTP tool with its own executor group and its token from a Secret.
+PAYMENTS_API = (ROOT / "tools" / "examples" / "payments_api.toml").read_text()
+TOOLS = {
+    "tools": {
+        "files": {"payments_api": PAYMENTS_API},
+        "secrets": [{"env": "PAYMENTS_API_TOKEN", "secretName": "payments-api-token", "key": "token"}],
+    },
+    "services": {
+        "executor-payments-api": {"resources": {"requests": {"cpu": "50m", "memory": "96Mi"}}},
+    },
+}
 INGRESS = {
     "console": {
         "ingress": {
@@ -114,6 +125,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "mtls-keda": {**MTLS_ENCRYPTED_KEYS, **KEDA},
     "policies": POLICIES,
     "models": MODELS,
+    "tools": TOOLS,
     "ingress": INGRESS,
     "scaled-executor": SCALED_EXECUTOR,
     "everything": EVERYTHING,
@@ -265,8 +277,9 @@ def test_every_service_has_its_own_deployment_identity_budget_and_network_policy
     manifests: dict[str, list[dict[str, Any]]], value_set: str
 ) -> None:
     docs = manifests[value_set]
+    expected = sorted({*SERVICES, *VALUE_SETS[value_set].get("services", {})})  # plus any the set adds
     for kind in ("Deployment", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
-        assert sorted(set(of_kind(docs, kind)) - {"init"}) == SERVICES, kind
+        assert sorted(set(of_kind(docs, kind)) - {"init"}) == expected, kind
     accounts = of_kind(docs, "ServiceAccount")
     for name, deployment in of_kind(docs, "Deployment").items():
         pod = deployment["spec"]["template"]["spec"]
@@ -641,6 +654,41 @@ def test_the_model_planner_reads_the_bundles_the_decider_enforces(
     before = planner["spec"]["template"]["metadata"]["annotations"]
     assert annotations["checksum/policies"] != before["checksum/policies"]
     assert annotations["checksum/models"] == before["checksum/models"]
+
+
+def test_declared_tools_reach_every_registry_reader_and_their_token_only_the_executors(
+    manifests: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    docs = manifests["tools"]
+    deployments = of_kind(docs, "Deployment")
+    readers = {name for name, d in deployments.items() if "AGENTBUS_TOOLS_DIR" in env(container(d))}
+    executors = {name for name in deployments if name.startswith("executor-")}
+    assert readers == {"planner", "verifier", "console", "reconciler"} | executors
+    for name in readers:
+        tools_dir = env(container(deployments[name]))["AGENTBUS_TOOLS_DIR"]["value"]
+        mounted = mounted_file(docs, deployments[name], f"{tools_dir}/payments_api.toml")
+        assert mounted == PAYMENTS_API, name
+    # What the services make of the mounted file: the tool, in its own group, with its executor.
+    (tmp_path / "payments_api.toml").write_text(mounted)
+    registry = load_registry(tmp_path)
+    assert "payments_api.refund" in registry and "payments-api" in registry.groups()
+    assert "executor-payments-api" in executors
+    holders = {n for n, d in deployments.items() if "payments-api-token" in secret_names(d)}
+    assert holders == executors
+    token = env(container(deployments["executor-payments-api"]))["PAYMENTS_API_TOKEN"]
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "payments-api-token", "key": "token"}}
+    # A changed declaration rolls its readers (each loads the registry once).
+    changed = copy.deepcopy(TOOLS)
+    changed["tools"]["files"]["payments_api"] += "\n# v2\n"
+    after = of_kind(render(changed), "Deployment")["verifier"]["spec"]["template"]["metadata"]["annotations"]
+    before = deployments["verifier"]["spec"]["template"]["metadata"]["annotations"]
+    assert after["checksum/tools"] != before["checksum/tools"]
+    assert "AGENTBUS_TOOLS_DIR" not in env(container(of_kind(manifests["defaults"], "Deployment")["planner"]))
+
+
+def test_a_tool_file_name_that_is_not_a_plain_name_is_refused() -> None:
+    with pytest.raises(helm_python.HelmError, match=r"tools\.files\.\.\./x: name a declaration"):
+        render({"tools": {"files": {"../x": PAYMENTS_API}}})
 
 
 def test_with_models_each_workflow_needs_its_policy_document() -> None:
