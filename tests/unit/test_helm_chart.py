@@ -91,9 +91,7 @@ TOOLS = {
         "files": {"payments_api": PAYMENTS_API},
         "secrets": [{"env": "PAYMENTS_API_TOKEN", "secretName": "payments-api-token", "key": "token"}],
     },
-    "services": {
-        "executor-payments-api": {"resources": {"requests": {"cpu": "50m", "memory": "96Mi"}}},
-    },
+    "services": {"executor-payments-api": {"replicas": 2}},  # no resources: the chart's defaults
 }
 INGRESS = {
     "console": {
@@ -673,6 +671,12 @@ def test_declared_tools_reach_every_registry_reader_and_their_token_only_the_exe
     registry = load_registry(tmp_path)
     assert "payments_api.refund" in registry and "payments-api" in registry.groups()
     assert "executor-payments-api" in executors
+    added = deployments["executor-payments-api"]
+    assert added["spec"]["replicas"] == 2
+    assert container(added)["resources"] == {
+        "requests": {"cpu": "50m", "memory": "96Mi"},
+        "limits": {"memory": "256Mi"},
+    }
     holders = {n for n, d in deployments.items() if "payments-api-token" in secret_names(d)}
     assert holders == executors
     token = env(container(deployments["executor-payments-api"]))["PAYMENTS_API_TOKEN"]
