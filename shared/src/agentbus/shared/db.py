@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
+import logging
+import time
 from typing import Any
 
 import asyncpg
 import orjson
 
 from .settings import Settings
+from .transient import is_transient
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_PACKAGE = "agentbus.shared.migrations"
 # Any fixed number works; it only has to be the same in every process that migrates.
@@ -31,11 +37,22 @@ async def create_pool(dsn: str, *, max_size: int = 4, **kwargs: Any) -> asyncpg.
     return pool
 
 
-async def open_pool(settings: Settings) -> asyncpg.Pool:
-    """The service's pool, or a clear error when it was started without a database."""
+async def open_pool(settings: Settings, *, wait_s: float = 60.0) -> asyncpg.Pool:
+    """The service's pool, or a clear error when it was started without a database. Started during
+    a Postgres outage (a restart, a cut connection), it waits up to `wait_s` for the database
+    instead of exiting: a process that exits at start-up goes into its supervisor's back-off."""
     if not settings.database_url:
         raise RuntimeError(f"DATABASE_URL is not set: the {settings.service} service needs Postgres")
-    return await create_pool(settings.database_url, max_size=settings.db_pool_max)
+    deadline, delay = time.monotonic() + wait_s, 0.2
+    while True:
+        try:
+            return await create_pool(settings.database_url, max_size=settings.db_pool_max)
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("Postgres is not reachable yet (%r); trying again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
