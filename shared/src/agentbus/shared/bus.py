@@ -51,7 +51,7 @@ from .topics import (
     identity_of,
     topic_name,
 )
-from .transient import is_transient
+from .transient import is_transient, outage_backoff
 
 log = logging.getLogger("agentbus.bus")
 
@@ -88,10 +88,6 @@ class TicketRootMiddleware(BaseMiddleware):
             with ticket_root(bytes(record.key).decode(errors="replace")):
                 return await call_next(msg)
         return await call_next(msg)
-
-
-# Longest pause between tries of a message that waits for Postgres or the broker to come back.
-OUTAGE_BACKOFF_CAP_S = 5.0
 
 
 class TopicNotGranted(RuntimeError):
@@ -399,8 +395,7 @@ class Bus:
                     # long, at a capped pace, without using up the message's attempts.
                     waits = self._outage_waits[key] = self._outage_waits.get(key, 0) + 1
                     log.warning("%s@%s:%s waits for an outage (try %d): %r", *key, waits, exc)
-                    backoff = self.settings.handler_backoff_ms / 1000 * 2 ** min(waits - 1, 8)
-                    await asyncio.sleep(min(OUTAGE_BACKOFF_CAP_S, backoff))
+                    await asyncio.sleep(outage_backoff(waits, self.settings.handler_backoff_ms / 1000))
                     await msg.nack()
                     settled("retry")
                     return

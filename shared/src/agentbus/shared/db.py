@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 
 from .settings import Settings
-from .transient import is_transient
+from .transient import is_transient, outage_backoff
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,17 @@ async def open_pool(settings: Settings, *, wait_s: float = 60.0) -> asyncpg.Pool
     instead of exiting: a process that exits at start-up goes into its supervisor's back-off."""
     if not settings.database_url:
         raise RuntimeError(f"DATABASE_URL is not set: the {settings.service} service needs Postgres")
-    deadline, delay = time.monotonic() + wait_s, 0.2
+    deadline, tries = time.monotonic() + wait_s, 0
     while True:
         try:
             return await create_pool(settings.database_url, max_size=settings.db_pool_max)
         except Exception as exc:
+            tries += 1
+            delay = outage_backoff(tries, 0.2)
             if not is_transient(exc) or time.monotonic() + delay > deadline:
                 raise
             log.warning("Postgres is not reachable yet (%r); trying again in %.1fs", exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def connect(dsn: str) -> asyncpg.Connection:

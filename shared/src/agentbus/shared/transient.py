@@ -18,6 +18,15 @@ _POSTGRES_AWAY = (
 )
 
 
+# Longest pause between tries while Postgres or the broker is away.
+OUTAGE_BACKOFF_CAP_S = 5.0
+
+
+def outage_backoff(tries: int, first_s: float) -> float:
+    """The pause before try `tries` + 1 during an outage: doubling from `first_s`, capped."""
+    return min(OUTAGE_BACKOFF_CAP_S, first_s * 2 ** min(tries - 1, 8))
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for an outage: the same message will succeed once Postgres or the broker is back."""
     if isinstance(exc, (*_POSTGRES_AWAY, ConnectionError, KafkaTimeoutError)):
