@@ -4,23 +4,17 @@ can mend (a database that does not exist) still fails at once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from agentbus.cli.runtime import free_port
 from agentbus.shared.db import open_pool
 from agentbus.shared.settings import Settings
+from chaos.proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def via_port(url: str, port: int) -> str:
@@ -28,31 +22,16 @@ def via_port(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{port}"))
 
 
-async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, int]):
-    """One client connection piped to Postgres and back."""
-    up_reader, up_writer = await asyncio.open_connection(*target)
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 async def test_a_start_during_an_outage_waits_for_postgres(server_database_url):
     target = urlsplit(server_database_url)
-    port = free_port()
-    settings = Settings(service="planner", database_url=via_port(server_database_url, port))
+    # The way to Postgres: a proxy that listens only once started (the chaos suite's).
+    proxy = FaultyProxy("postgres", lambda: (target.hostname or "127.0.0.1", target.port or 5432))
+    settings = Settings(service="planner", database_url=via_port(server_database_url, proxy.port))
     started = time.monotonic()
     opening = asyncio.create_task(open_pool(settings, wait_s=20))
     await asyncio.sleep(1.0)  # nothing listens: every attempt is refused
     assert not opening.done()
-    server = await asyncio.start_server(
-        lambda r, w: forward(r, w, (target.hostname or "127.0.0.1", target.port or 5432)), "127.0.0.1", port
-    )
+    proxy.start()
     try:
         pool = await asyncio.wait_for(opening, 15)
         try:
@@ -60,7 +39,7 @@ async def test_a_start_during_an_outage_waits_for_postgres(server_database_url):
         finally:
             await pool.close()
     finally:
-        server.close()
+        proxy.stop()
     assert time.monotonic() - started >= 1.0
 
 
