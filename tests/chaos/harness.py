@@ -252,11 +252,14 @@ class ChaosRun:
         deadline, last_report = time.monotonic() + self.config.drain_timeout_s, 0.0
         assert self.stack is not None and self.stack.supervisor is not None
         procs = self.stack.supervisor.procs
-        probe = None if self.config.reconciler else LagProbe(self.settings)
-        conn = None if probe is None else await connect(self.direct_url)
-        if probe is not None:
-            await probe.start()
-        try:
+        async with contextlib.AsyncExitStack() as opened:
+            watch_quiet = not self.config.reconciler
+            if watch_quiet:
+                probe = LagProbe(self.settings)
+                await probe.start()
+                opened.push_async_callback(probe.stop)
+                conn = await connect(self.direct_url)
+                opened.push_async_callback(conn.close)
             stored, still_since = -1, time.monotonic()
             while time.monotonic() < deadline:
                 done = sum(1 for t in self.published if t in self.progress.finished)
@@ -265,7 +268,7 @@ class ChaosRun:
                 if time.monotonic() - last_report > 15:
                     self.log(f"  draining: {done}/{len(self.published)} finished")
                     last_report = time.monotonic()
-                if probe is not None and conn is not None:
+                if watch_quiet:
                     count = await conn.fetchval("SELECT count(*) FROM audit.events")
                     lag = await probe.measure([n for n in procs if n != "trace-sink"])
                     behind = any(n is None or n > 0 for n in lag.values())  # None: not known yet
@@ -276,11 +279,6 @@ class ChaosRun:
                         self.log(f"  quiet for {QUIET_S:.0f}s with {done}/{len(self.published)} finished")
                         return
                 await asyncio.sleep(0.5)
-        finally:
-            if probe is not None:
-                await probe.stop()
-            if conn is not None:
-                await conn.close()
 
     # The run ---------------------------------------------------------------------------------------
 
