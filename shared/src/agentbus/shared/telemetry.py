@@ -109,17 +109,20 @@ def setup_tracing(settings: Settings, exporter: SpanExporter | None = None) -> T
     if _provider is not None and exporter is None:
         return _provider  # one per process: every Bus and helper shares it
     provider = TracerProvider(resource=service_resource(settings), id_generator=TicketIdGenerator())
-    provider.add_span_processor(TextKeys())  # first: exporters see the text
+    export: SpanProcessor | None = None
     if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        export = SimpleSpanProcessor(exporter)
     elif settings.otel_exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        export = BatchSpanProcessor(ConsoleSpanExporter())
     elif settings.otel_exporter == "otlp":
         # Endpoint and headers from the standard OTEL_EXPORTER_OTLP_* variables.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # Short delay: a service may be stopped soon after a ticket passed.
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=1000))
+        export = BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=1000)
+    if export is not None:  # with nothing exported, no span needs its keys as text
+        provider.add_span_processor(TextKeys())
+        provider.add_span_processor(export)
     if _provider is None:  # OpenTelemetry allows one global provider per process
         trace.set_tracer_provider(provider)
         _provider = provider
