@@ -224,3 +224,20 @@ reconciler:
 {{- end -}}
 {{- $ports | uniq | toJson -}}
 {{- end -}}
+
+{{/* The policies ConfigMap as a volume with the given files of every workflow (keys
+     "<workflow>.<file>", paths "<workflow>/<file>"): the decider takes bundle and rules, the model
+     planner bundle and policy document. (dict "root" $ "files" (list "bundle.toml" …)) */}}
+{{- define "agentbus.policiesVolume" -}}
+{{- $files := .files -}}
+- name: policies
+  configMap:
+    name: {{ include "agentbus.fullname" .root }}-policies
+    items:
+      {{- range $workflow, $_ := .root.Values.policies }}
+      {{- range $files }}
+      - key: {{ $workflow }}.{{ . }}
+        path: {{ $workflow }}/{{ . }}
+      {{- end }}
+      {{- end }}
+{{- end -}}
