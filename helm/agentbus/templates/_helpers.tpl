@@ -241,3 +241,16 @@ reconciler:
       {{- end }}
       {{- end }}
 {{- end -}}
+
+{{/* Environment variables from Secrets, one per {env, secretName, key} in .refs (the values at
+     .values, named in the error when a field is missing; .env says what the variable is). */}}
+{{- define "agentbus.secretEnv" -}}
+{{- $ctx := . -}}
+{{- range .refs }}
+- name: {{ required (printf "%s[].env: %s" $ctx.values $ctx.env) .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "%s[].secretName" $ctx.values) .secretName }}
+      key: {{ required (printf "%s[].key" $ctx.values) .key }}
+{{- end }}
+{{- end -}}
